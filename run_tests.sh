@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set up .venv if needed (same set-up as run_all.sh), then run the unit tests and
+# re-execute the ci-profile notebooks under nbval, checking the cells that state the paper's claims.
+set -euo pipefail
+cd "$(dirname "$0")"
+./run_all.sh --setup-only
+export MPLBACKEND=agg PYTHONHASHSEED=0
+.venv/bin/python -m pytest tests "$@"
+.venv/bin/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg \
+  -p no:cacheprovider tests/nbval/*.ipynb

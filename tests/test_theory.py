@@ -1,0 +1,184 @@
+"""Tests for sparseprobe_core.theory: the reduction identity, the column-space projection, the
+noise-neuron criterion on planted ground truth, and input validation."""
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+
+from sparseprobe_core import theory as T
+
+N, D_MODEL, D_MLP = 300, 64, 256
+
+
+def _random_mlp_weights(seed: int, gated: bool):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, D_MODEL, generator=g, dtype=torch.float64)
+    W_in = torch.randn(D_MODEL, D_MLP, generator=g, dtype=torch.float64) / D_MODEL**0.5
+    W_out = torch.randn(D_MLP, D_MODEL, generator=g, dtype=torch.float64) / D_MLP**0.5
+    b_out = torch.randn(D_MODEL, generator=g, dtype=torch.float64)
+    if gated:  # Llama / SmolLM2 style: a = silu(W_gate x) * (W_up x), no biases
+        W_up = torch.randn(D_MODEL, D_MLP, generator=g, dtype=torch.float64) / D_MODEL**0.5
+        a = torch.nn.functional.silu(x @ W_in) * (x @ W_up)
+    else:  # GPT-2 style: a = gelu(W_in x + b_in)
+        b_in = torch.randn(D_MLP, generator=g, dtype=torch.float64)
+        a = torch.nn.functional.gelu(x @ W_in + b_in)
+    m = a @ W_out + b_out
+    return a.numpy(), W_out.numpy(), b_out.numpy(), m.numpy()
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["dense_gelu", "gated_silu"])
+def test_output_probe_equals_neuron_probe(gated):
+    A, W_out, b_out, M = _random_mlp_weights(seed=1, gated=gated)
+    rng = np.random.default_rng(2)
+    w, c = rng.standard_normal(D_MODEL), 0.7
+    s_out = M @ w + c
+    s_neuron = T.output_to_neuron_score(A, W_out, b_out, w, c)
+    assert T.max_relative_difference(s_out, s_neuron) < 1e-10
+    # the same score as a sum of per-neuron contributions plus the constant
+    C = T.neuron_contributions(A, T.effective_neuron_weights(W_out, w))
+    assert T.max_relative_difference(s_out, C.sum(axis=1) + w @ b_out + c) < 1e-10
+
+
+def test_contribution_decomposition_factors_beta():
+    A, W_out, _, _ = _random_mlp_weights(seed=3, gated=False)
+    w = np.random.default_rng(4).standard_normal(D_MODEL)
+    y = np.arange(N) % 2
+    dec = T.contribution_decomposition(A, W_out, w, y)
+    np.testing.assert_allclose(dec.beta, W_out @ w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dec.writing_norm * np.linalg.norm(w) * dec.cos_theta, W_out @ w,
+                               rtol=1e-12, atol=1e-12)
+    assert np.all(np.abs(dec.cos_theta) <= 1 + 1e-12)
+    np.testing.assert_allclose(dec.mean_activation_by_class.mean(axis=0), dec.mean_activation,
+                               rtol=1e-12, atol=1e-12)  # balanced classes
+
+
+def test_writable_projection_of_an_output_probe_has_no_remainder():
+    rng = np.random.default_rng(5)
+    W_out = rng.standard_normal((D_MLP, D_MODEL))
+    v = W_out @ rng.standard_normal(D_MODEL)
+    proj = T.writable_projection(W_out, v)
+    assert np.linalg.norm(proj.v_perp) < 1e-10 * np.linalg.norm(v)
+    np.testing.assert_allclose(W_out @ proj.w, v, rtol=1e-10, atol=1e-10)
+    assert proj.outside_fraction < 1e-20
+
+
+def test_writable_projection_splits_a_free_neuron_probe():
+    rng = np.random.default_rng(6)
+    W_out = rng.standard_normal((D_MLP, D_MODEL))
+    v = rng.standard_normal(D_MLP)
+    v_par, v_perp, w = T.writable_projection(W_out, v)
+    np.testing.assert_allclose(v_par + v_perp, v, rtol=0, atol=1e-12)
+    assert np.max(np.abs(W_out.T @ v_perp)) < 1e-9  # orthogonal to every column of W_out
+    np.testing.assert_allclose(W_out @ w, v_par, rtol=1e-10, atol=1e-10)
+    # a random direction in R^256 has ~ (256 - 64) / 256 of its energy outside a 64-dim subspace
+    frac = T.writable_projection(W_out, v).outside_fraction
+    assert abs(frac - (D_MLP - D_MODEL) / D_MLP) < 0.1
+
+
+def test_noise_scores_match_brute_force_removal():
+    rng = np.random.default_rng(7)
+    n, d = 400, 12
+    y = np.arange(n) % 2
+    latent = rng.standard_normal((n, 1))  # correlated contributions, so g_i != Sigma_ii
+    C = rng.standard_normal((n, d)) + latent * rng.uniform(0, 1, d) + np.outer(y, rng.uniform(0, 1, d))
+    scores = T.noise_scores(C, y, ridge=0.0)
+    J_all = T.fisher_ratio(C.sum(axis=1), y)
+    brute = np.array([T.fisher_ratio(np.delete(C, i, axis=1).sum(axis=1), y) - J_all for i in range(d)])
+    np.testing.assert_allclose(scores, brute, rtol=1e-9, atol=1e-12)
+    order = rng.permutation(d)
+    curve = T.fisher_curve(C, y, order)
+    assert curve[4] == pytest.approx(T.fisher_ratio(C[:, order[:5]].sum(axis=1), y), rel=1e-12)
+
+
+K_TRUE = 32
+
+
+@lru_cache(maxsize=None)  # shared by the precision and the k tests; results are only read
+def _planted_recovery(seed: int, hard: bool) -> dict:
+    """Fit the output probe on one half, run every ranking on the other half."""
+    P = T.planted_mlp(n=1000, d_mlp=512, d_model=128, k_true=K_TRUE, seed=seed, hard=hard)
+    idx = np.random.default_rng(seed).permutation(P.y.shape[0])
+    fit, crit = idx[:500], idx[500:]
+    w, _ = T.fit_output_probe(P.M[fit], P.y[fit], seed=seed)
+    C = T.neuron_contributions(P.A[crit], T.effective_neuron_weights(P.W_out, w))
+    A, y = P.A[crit], P.y[crit]
+    res = T.select_by_noise_removal(C, y)
+    orders = {
+        "criterion": res.order,
+        "mean_abs_activation": np.argsort(-np.abs(A).mean(axis=0), kind="stable"),
+        "mean_difference": np.argsort(-np.abs(A[y == 1].mean(axis=0) - A[y == 0].mean(axis=0)),
+                                      kind="stable"),
+    }
+    return {
+        "precision": {m: T.precision_at_k(o, P.true_idx, K_TRUE) for m, o in orders.items()},
+        "recall": {m: T.recall_at_k(o, P.true_idx, K_TRUE) for m, o in orders.items()},
+        "k": res.k,
+        "kept": res.kept,
+        "planted": P,
+    }
+
+
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "easy"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_criterion_recovers_planted_concept_neurons(seed, hard):
+    out = _planted_recovery(seed, hard)
+    p = out["precision"]
+    assert p["criterion"] >= p["mean_difference"]
+    assert p["criterion"] >= p["mean_abs_activation"]
+    if hard:  # loud noise neurons fill the top of the activation-magnitude ranking
+        assert p["criterion"] - p["mean_abs_activation"] >= 0.5
+    else:
+        assert p["criterion"] >= 0.9
+
+
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "easy"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_criterion_chooses_k_near_the_label_visible_set(seed, hard):
+    """k should match true_idx plus the decoys: the decoys' class signal is visible to any
+    label-trained probe, so the rule keeps them (documented in planted_mlp); nothing else."""
+    out = _planted_recovery(seed, hard)
+    P, kept = out["planted"], out["kept"]
+    visible = np.union1d(P.true_idx, P.decoy_idx)
+    assert abs(out["k"] - visible.size) <= 0.25 * K_TRUE
+    assert np.isin(P.true_idx, kept).mean() >= 0.9                 # recall of the kept set
+    assert np.setdiff1d(kept, visible).size <= 2                    # pure-noise false positives
+    assert not np.isin(P.loud_idx, kept).any()
+    assert np.isin(P.weak_writer_idx, kept).mean() >= 0.8 if hard else True
+
+
+def test_planted_generator_is_deterministic_and_consistent():
+    a, b = T.planted_mlp(seed=3), T.planted_mlp(seed=3)
+    np.testing.assert_array_equal(a.A, b.A)
+    assert a.true_idx.size == 16 and not np.isin(a.decoy_idx, a.true_idx).any()
+    assert np.abs(a.W_out[a.decoy_idx] @ a.concept_dir).max() < 1e-12
+    # concept neurons move the output along u with the class; loud neurons are loud
+    y = a.y
+    shift_u = (a.A[y == 1].mean(0) - a.A[y == 0].mean(0)) * (a.W_out @ a.concept_dir)
+    assert np.all(shift_u[a.true_idx] > 0)
+    assert np.abs(a.A[:, a.loud_idx]).mean() > 3 * np.abs(a.A[:, a.true_idx]).mean()
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((6, 4)), np.zeros(4), np.ones(4)),
+     "A has 8 columns but W_out has 6 rows"),
+    (lambda: T.neuron_contributions(np.ones((5, 8)), T.effective_neuron_weights(np.ones((4, 8)), np.ones(8))),
+     "beta has shape (4,) but A has 8 columns"),
+    (lambda: T.contribution_decomposition(np.ones((5, 8)), np.ones((4, 8)), np.ones(4)),
+     "pass W_out.T"),
+    (lambda: T.effective_neuron_weights(np.ones((8, 4)), np.ones(5)), "w has shape (5,)"),
+    (lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((8, 4)), np.zeros(3), np.ones(4)),
+     "b_out has shape (3,)"),
+    (lambda: T.writable_projection(np.ones((8, 4)), np.ones(4)), "v has shape (4,)"),
+    (lambda: T.noise_scores(np.ones((6, 3)), np.array([0, 1, 0, 1, 0])), "y has shape (5,)"),
+    (lambda: T.select_by_noise_removal(np.ones((6, 3)), np.zeros(6, dtype=int)),
+     "6 rows of class 0 and 0 of class 1"),
+    (lambda: T.noise_scores(np.ones((4, 3)), np.array([0, 2, 0, 2])), "only 0 and 1"),
+    (lambda: T.precision_at_k(np.arange(5), np.array([1]), 6), "k=6"),
+])
+def test_malformed_input_raises_one_line_value_error(call, fragment):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)

@@ -41,7 +41,8 @@ setup_env() {
 }
 
 setup_env
-.venv/bin/python data/build_concepts.py --quiet
+# Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
+[ -f data/concepts/local/sentiment.csv ] || .venv/bin/python data/build_concepts.py --only sentiment
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then

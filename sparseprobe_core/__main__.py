@@ -8,6 +8,41 @@ import sys
 from pathlib import Path
 
 from . import manifest, paths
+from .models import DEFAULT_MODEL
+
+METHOD_ALIASES = {"weighted": "sparse_prober_contribution"}
+
+
+def _cmd_rank(args: argparse.Namespace) -> None:
+    from . import activations, concepts, models, rankers, theory
+
+    method = METHOD_ALIASES.get(args.method, args.method)
+    if method not in rankers.RANKERS:
+        raise ValueError(f"unknown method {args.method!r}; use weighted or one of: {', '.join(rankers.RANKERS)}")
+    if args.k <= 0:
+        raise ValueError(f"--k {args.k} must be a positive number of neurons")
+    concept = concepts.load_concept(args.concept)
+    bridge = models.load_model(args.model)
+    info = models.model_info(bridge, args.model)
+    layer = models.check_layer(info, args.layer)
+    if args.k > info.d_mlp:
+        raise ValueError(f"--k {args.k} exceeds the layer's {info.d_mlp} neurons; pass --k between 1 and {info.d_mlp}")
+    A, M = activations.layer_activations(bridge, args.model, concept.texts, [layer])[layer]
+    W_out, b_out = models.writing_vectors(bridge, layer)
+    ctx = rankers.RankContext(A=A, y=concept.labels, W_out=W_out, b_out=b_out, M=M, seed=args.seed)
+    order = rankers.rank(method, ctx)[: args.k]
+    scores = rankers.RANKERS[method](ctx)
+    w, _ = theory.fit_output_probe(M, concept.labels, seed=args.seed)
+    parts = theory.contribution_decomposition(A, W_out, w, concept.labels)
+    rows = [{"rank": r + 1, "neuron": int(i), "score": float(scores[i]), "writing_norm": float(parts.writing_norm[i]),
+             "alignment": float(parts.cos_theta[i])} for r, i in enumerate(order)]
+    if args.json:
+        print(json.dumps({"concept": concept.name, "model": args.model, "layer": layer, "method": method, "neurons": rows}, indent=1))
+        return
+    print(f"top {args.k} neurons of layer {layer} for concept {concept.name!r} by {method} ({args.model})")
+    print(f"{'rank':>4} {'neuron':>6} {'score':>10} {'|W_out|':>8} {'cos':>6}")
+    for row in rows:
+        print(f"{row['rank']:>4} {row['neuron']:>6} {row['score']:>10.4g} {row['writing_norm']:>8.3f} {row['alignment']:>6.2f}")
 
 
 def _cmd_manifest(args: argparse.Namespace) -> None:
@@ -27,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; errors print one line to stderr and return a non-zero code."""
     parser = argparse.ArgumentParser(prog="python -m sparseprobe_core")
     sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("rank", help="print a layer's top neurons for a concept")
+    r.add_argument("--concept", required=True, help="a shipped concept name or a CSV with columns text,label")
+    r.add_argument("--layer", required=True, type=int)
+    r.add_argument("--method", default="weighted", help="weighted (= sparse_prober_contribution) or any ranker name")
+    r.add_argument("--k", type=int, default=10, help="how many neurons to print")
+    r.add_argument("--model", default=DEFAULT_MODEL)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=_cmd_rank)
     m = sub.add_parser("manifest", help="merge notebook records into a figure manifest")
     m.add_argument("--records", required=True)
     m.add_argument("--out", required=True)
@@ -38,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError) as err:  # ConceptError and ModelLoadError included
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -136,8 +136,14 @@ def collect(bridge, model_name: str, texts: list[str], hooks: list[str], *, max_
     return {h: found[h] for h in hooks}
 
 
-def layer_activations(bridge, model_name: str, texts: list[str], layers: list[int], **kw) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """`{layer: (A, M)}`: hidden neuron activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token."""
+def layer_activations(bridge, model_name: str, texts, layers: list[int], *, final_resid: bool = False,
+                      **kw) -> dict[int | str, tuple[np.ndarray, np.ndarray] | np.ndarray]:
+    """`{layer: (A, M)}`: hidden activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token,
+    plus the final-layer residual (n, d_model) under the key "final" when `final_resid`."""
     hooks = [name.format(layer=l) for l in layers for name in (HIDDEN, MLP_OUT)]
-    acts = collect(bridge, model_name, texts, hooks, **kw)
-    return {l: (acts[HIDDEN.format(layer=l)], acts[MLP_OUT.format(layer=l)]) for l in layers}
+    final = RESID_POST.format(layer=bridge.cfg.n_layers - 1)
+    acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []), **kw)
+    out: dict = {l: (acts[HIDDEN.format(layer=l)], acts[MLP_OUT.format(layer=l)]) for l in layers}
+    if final_resid:
+        out["final"] = acts[final]
+    return out

@@ -1,0 +1,129 @@
+"""Command line and run_all.sh: bad input gives one line naming the fix, a non-zero exit, and nothing
+half-written; an interrupted activation run leaves a usable cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from sparseprobe_core import activations, concepts, config, paths
+
+PY = sys.executable
+
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run([PY, "-m", "sparseprobe_core", *args], cwd=paths.ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _one_error_line(result, pattern):
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and pattern in lines[0], result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def small_concept(tmp_path_factory):
+    """A 25+25 real-text concept cut from a shipped one (the first rows of each class)."""
+    src = paths.CONCEPTS / "python_number.csv"
+    rows = list(csv.DictReader(src.open(encoding="utf-8")))
+    picked = [r for r in rows if r["label"] == "1"][:25] + [r for r in rows if r["label"] == "0"][:25]
+    path = tmp_path_factory.mktemp("concept") / "tiny_numbers.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(picked)
+    return path
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--concept", "missing.csv", "--layer", "1"], "cannot be read"),
+    (["--concept", "python_number", "--layer", "1", "--method", "magic"], "unknown method 'magic'"),
+    (["--concept", "python_number", "--layer", "1", "--k", "0"], "must be a positive number"),
+])
+def test_rank_rejects_bad_input_before_loading_the_model(args, pattern):
+    _one_error_line(_cli("rank", *args), pattern)
+
+
+def test_rank_bad_file_content(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nhello,1\n")
+    _one_error_line(_cli("rank", "--concept", str(bad), "--layer", "1"), "needs columns 'text,label'")
+
+
+def test_rank_unknown_model_offline(small_concept):
+    result = _cli("rank", "--concept", str(small_concept), "--layer", "1", "--model", "no-org/no-model-xyz",
+                  env={"HF_HUB_OFFLINE": "1"})
+    _one_error_line(result, "cannot be fetched offline")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--layer", "30"], "out of range"),
+    (["--layer", "2", "--k", "5000"], "exceeds the layer's 1536 neurons"),
+])
+def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern):
+    _one_error_line(_cli("rank", "--concept", str(small_concept), *args), pattern)
+
+
+def test_rank_json_lists_top_neurons(small_concept, tmp_path):
+    result = _cli("rank", "--concept", str(small_concept), "--layer", "3", "--method", "mean_diff", "--k", "5", "--json",
+                  env={"SPARSEPROBE_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    neurons = out["neurons"]
+    assert [n["rank"] for n in neurons] == [1, 2, 3, 4, 5] and len({n["neuron"] for n in neurons}) == 5
+    assert all(n["writing_norm"] > 0 and -1 <= n["alignment"] <= 1 for n in neurons)
+    assert np.all(np.diff([n["score"] for n in neurons]) <= 0)
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="unknown profile 'fast'; use one of: paper, ci"):
+        config.make_config(profile="fast")
+    result = subprocess.run(["bash", "run_all.sh", "--profile", "fast"], cwd=paths.ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown profile 'fast'" in result.stderr
+
+
+def test_run_all_with_bad_concept_leaves_figures_untouched(tmp_path):
+    bad = tmp_path / "one_class.csv"
+    bad.write_text("text,label\n" + "".join(f"row {i},1\n" for i in range(30)))
+    before = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
+    result = subprocess.run(["bash", "run_all.sh", "--concept", str(bad)], cwd=paths.ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode != 0
+    assert "only one class" in result.stderr
+    assert not (paths.ROOT / "runs" / "one_class").exists()
+    after = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
+    assert after == before
+    assert not list((paths.ROOT / ".cache").glob("run.*"))
+
+
+def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, monkeypatch):
+    hooks = [activations.HIDDEN.format(layer=l) for l in range(0, 30, 3)]
+    script = (f"from sparseprobe_core import models, activations as a, concepts as c\n"
+              f"b = models.load_model(); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
+              f"print('start', flush=True)\n"
+              f"a.collect(b, 'smollm2-135m', t, {hooks!r}, batch_size=2)\n")
+    proc = subprocess.Popen([PY, "-c", script], cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "SPARSEPROBE_CACHE": str(tmp_path)})
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(2.0)  # mid-collection: the forward pass over 25 batches takes longer than this
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
+    texts = list(concepts.load_concept(small_concept).texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a corrupted entry would warn before being recomputed
+        got = activations.collect(bridge, "smollm2-135m", texts, hooks)
+    fresh = activations.collect(bridge, "smollm2-135m", texts, hooks, use_cache=False)
+    for h in hooks:
+        np.testing.assert_allclose(got[h], fresh[h], atol=1e-4)
+    assert len(list(tmp_path.glob("*.npz"))) == len(hooks)

@@ -81,4 +81,6 @@ done
 mkdir -p "$dest_nb" "$dest_fig"
 mv -f "$stage"/figures/*.png "$stage/figures/MANIFEST.json" "$dest_fig"/
 mv -f "$stage"/*.ipynb "$dest_nb"/
+# The ci run's numbers are the reference that the test suite's re-execution must reproduce exactly.
+[ "$profile" = ci ] && [ -z "$concept" ] && cp "$dest_fig/MANIFEST.json" tests/nbval/MANIFEST.json
 echo "done: figures in $dest_fig/, executed notebooks in $dest_nb/" >&2

@@ -6,5 +6,7 @@ cd "$(dirname "$0")"
 ./run_all.sh --setup-only
 export MPLBACKEND=agg PYTHONHASHSEED=0
 .venv/bin/python -m pytest tests "$@"
-.venv/bin/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg \
-  -p no:cacheprovider tests/nbval/*.ipynb
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" .venv/bin/python -m pytest --nbval-lax --nbval-current-env \
+  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/check_determinism.py

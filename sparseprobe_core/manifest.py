@@ -28,9 +28,14 @@ def notebook_source_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
+# The command line and this bookkeeping do not change what a figure shows.
+_NOT_SCIENCE = {"__main__.py", "manifest.py"}
+
+
 def core_hashes() -> dict[str, str]:
-    """sha256 of every core module, by file name."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((paths.ROOT / "sparseprobe_core").glob("*.py"))}
+    """sha256 of every core module a figure can depend on, by file name."""
+    files = sorted((paths.ROOT / "sparseprobe_core").glob("*.py"))
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.name not in _NOT_SCIENCE}
 
 
 def _git_commit() -> str:

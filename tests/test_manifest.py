@@ -1,0 +1,72 @@
+"""The figure manifest: it records what made each figure, and the committed figures are current."""
+
+import json
+import shutil
+
+import nbformat
+import pytest
+
+from sparseprobe_core import manifest, paths
+
+NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_committed_figures_are_current():
+    path = paths.FIGURES / manifest.MANIFEST
+    assert path.exists(), "figures/MANIFEST.json is missing: run ./run_all.sh"
+    reasons = manifest.stale_reasons(json.loads(path.read_text()), NOTEBOOKS)
+    assert not reasons, "figures are stale (" + "; ".join(reasons) + "): run ./run_all.sh and commit figures/ and notebooks/"
+
+
+def test_every_manifest_figure_exists_with_its_record():
+    data = json.loads((paths.FIGURES / manifest.MANIFEST).read_text())
+    assert set(data["notebooks"]) == {nb.stem for nb in NOTEBOOKS}
+    for name, info in data["figures"].items():
+        assert (paths.FIGURES / info["file"]).is_file(), name
+        entry = data["notebooks"][info["notebook"]]
+        assert entry["params"]["model"] == info["model"] and entry["data_sha256"]
+    assert data["git_commit"] != "unknown"
+
+
+@pytest.fixture
+def one_record(tmp_path):
+    """A records folder for one copied notebook, as a notebook run would leave it."""
+    nb = tmp_path / "01_theory_check.ipynb"
+    shutil.copy(NOTEBOOKS[0], nb)
+    records = tmp_path / "records"
+    records.mkdir()
+    record = {"notebook": nb.stem, "params": {"model": "smollm2-135m", "concepts": ["python_number"]},
+              "figures": {"01_x": {"file": "01_x.png", "caption": ""}}, "numbers": {"a": 1.0}}
+    (records / f"{nb.stem}.json").write_text(json.dumps(record))
+    return nb, records
+
+
+def test_a_changed_notebook_makes_the_manifest_stale(one_record):
+    nb, records = one_record
+    data = manifest.build_manifest(records, [nb])
+    assert manifest.stale_reasons(data, [nb]) == []
+    book = nbformat.read(nb, as_version=4)
+    book.cells[0].source += "\nedited"
+    nbformat.write(book, nb)
+    assert manifest.stale_reasons(data, [nb]) == [f"{nb.name} changed"]
+
+
+def test_a_changed_core_file_makes_the_manifest_stale(one_record):
+    nb, records = one_record
+    data = manifest.build_manifest(records, [nb])
+    data["core"]["theory.py"] = "0" * 64
+    assert manifest.stale_reasons(data, [nb]) == ["sparseprobe_core/theory.py changed"]
+
+
+def test_clean_notebook_strips_timestamps_and_addresses(tmp_path):
+    book = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.metadata["papermill"] = {"start_time": "2026-11-21T10:00:00"}
+    cell.outputs = [nbformat.v4.new_output("stream", text="<object at 0x7f3a2b1c9d00>")]
+    book.cells = [cell]
+    book.metadata["papermill"] = {"input_path": "/abs/path"}
+    path = tmp_path / "n.ipynb"
+    nbformat.write(book, path)
+    manifest.clean_notebook(path)
+    text = path.read_text()
+    assert "0x7f3a" not in text and "start_time" not in text and "/abs/path" not in text

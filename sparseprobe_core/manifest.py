@@ -96,15 +96,21 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def clean_notebook(path: Path) -> None:
-    """Strip what differs between runs from an executed notebook: timestamps, durations, memory addresses."""
+    """Strip what differs between runs and machines from an executed notebook: timestamps, durations,
+    memory addresses, and the repository's absolute path (e.g. in library warnings)."""
     nb = nbformat.read(path, as_version=4)
+
+    def scrub(text: str) -> str:
+        return _VOLATILE.sub("0x…", text.replace(str(paths.ROOT), "<repo>"))
+
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):
             if "text" in out:
-                out["text"] = _VOLATILE.sub("0x…", out["text"])
-            if "data" in out and "text/plain" in out["data"]:
-                out["data"]["text/plain"] = _VOLATILE.sub("0x…", out["data"]["text/plain"])
+                out["text"] = scrub(out["text"])
+            for kind in ("text/plain", "text/html"):
+                if kind in out.get("data", {}):
+                    out["data"][kind] = scrub(out["data"][kind])
     nbformat.write(nb, path)

@@ -62,7 +62,7 @@ def test_clean_notebook_strips_timestamps_and_addresses(tmp_path):
     book = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
     cell.metadata["papermill"] = {"start_time": "2026-11-21T10:00:00"}
-    cell.outputs = [nbformat.v4.new_output("stream", text="<object at 0x7f3a2b1c9d00>")]
+    cell.outputs = [nbformat.v4.new_output("stream", text=f"<object at 0x7f3a2b1c9d00> {paths.ROOT}/.venv/x.py")]
     book.cells = [cell]
     book.metadata["papermill"] = {"input_path": "/abs/path"}
     path = tmp_path / "n.ipynb"
@@ -70,3 +70,4 @@ def test_clean_notebook_strips_timestamps_and_addresses(tmp_path):
     manifest.clean_notebook(path)
     text = path.read_text()
     assert "0x7f3a" not in text and "start_time" not in text and "/abs/path" not in text
+    assert str(paths.ROOT) not in text and "<repo>/.venv/x.py" in text

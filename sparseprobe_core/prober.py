@@ -31,6 +31,11 @@ cuts that penalty 100-fold; on centred features the fitted intercept then agrees
 unpenalised one to ~1e-3. liblinear has no warm start, yet a 20-strength path on 2000 x 1536
 activations takes ~2 s against ~75 s for saga with warm starts (measured), so it is used for both
 the single fit and the path.
+
+Choosing k: ``choose_k(path, A_val, y_val)`` applies the noise-neuron rule of the theory module
+(``theory.select_by_noise_removal``) to the held-out contributions a_i coef_i of the path's densest
+fit; k = the number of non-noise neurons. ``PathResult.auroc_at(ks)`` reads a path's held-out AUROC
+at given neuron counts, so curves from different splits share one k grid.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from sklearn.svm import l1_min_c
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .theory import effective_neuron_weights
+from .theory import NoiseRemovalResult, effective_neuron_weights, select_by_noise_removal
 
 WEIGHTINGS = ("none", "norm", "contribution", "adaptive")
 STANDARDIZATIONS = ("global", "feature")
@@ -402,6 +407,28 @@ class PathResult:
                              "1 <= k <= d_mlp")
         return self.ranking[:k]
 
+    def auroc_at(self, ks) -> np.ndarray:
+        """Held-out AUROC at k selected neurons, for each k: linear in log k between the two path
+        points that bracket k (the last with fewer than k neurons, the first with at least k);
+        the first such point's AUROC when the one before it is empty or k is hit exactly; NaN when
+        the path never selects k neurons. Lets curves from different splits share one k grid."""
+        ks = np.atleast_1d(np.asarray(ks, dtype=np.float64))
+        if np.any(ks < 1):
+            raise ValueError(f"ks={ks.tolist()}; pass neuron counts >= 1")
+        out = np.full(ks.shape, np.nan)
+        for j, k in enumerate(ks):
+            hit = np.flatnonzero(self.n_selected >= k)
+            if hit.size == 0:
+                continue
+            hi = int(hit[0])
+            n_hi, n_lo = self.n_selected[hi], self.n_selected[hi - 1] if hi > 0 else 0
+            if n_lo < 1 or n_hi == k:
+                out[j] = self.auroc[hi]
+            else:
+                frac = (np.log(k) - np.log(n_lo)) / (np.log(n_hi) - np.log(n_lo))
+                out[j] = self.auroc[hi - 1] + frac * (self.auroc[hi] - self.auroc[hi - 1])
+        return out
+
 
 def prober_path(A, y, A_val, y_val, *, weighting: str = "contribution", W_out=None,
                 direction=None, n_strengths: int = 20, c_max_ratio: float = 100.0,
@@ -463,3 +490,52 @@ def prober_path(A, y, A_val, y_val, *, weighting: str = "contribution", W_out=No
     selected = [np.flatnonzero(c) for c in coefs]
     return PathResult(weighting, Cs, np.array([s.shape[0] for s in selected]), selected, auroc,
                       coefs, intercepts, entry_step, ranking, design.weights, design.direction)
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing k: the noise-neuron rule of the theory module
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KChoice:
+    """k chosen on a path by the noise-neuron rule (``theory.select_by_noise_removal``)."""
+
+    k: int                   # number of non-noise neurons among the reference fit's neurons
+    step: int                # first path index with n_selected >= k
+    kept: np.ndarray         # sorted indices of the non-noise neurons
+    reference_step: int      # path index whose coefficients define the contributions
+    noise: NoiseRemovalResult
+
+
+def choose_k(path: PathResult, A_val, y_val, *, reference_step: int = -1, tau: float | None = None,
+             ridge: float = 1e-6) -> KChoice:
+    """k = number of non-noise neurons of a path's fit, by the noise-neuron rule on held-out rows.
+
+    The contributions are ``c_i(x) = a_i(x) coef_i`` of the path's fit at ``reference_step``
+    (default: the last, least regularised one, i.e. start from the largest probe and remove its
+    noise neurons), evaluated on (A_val, y_val) — rows the probe was NOT fitted on, as the theory
+    module requires (on the fitting rows every coefficient has absorbed chance correlations).
+    Neuron i is noise iff removing it raises the Fisher ratio of the score or its Welch t is below
+    tau (default sqrt(2 ln d_mlp)); unselected neurons contribute exactly 0 and are always noise,
+    so ``k <= n_selected[reference_step]``. ``step`` is the first path point with at least k
+    neurons, the sparse probe the rule picks (0, the empty model, when k = 0). y_val must use the
+    labels the path was fitted with (its larger label is the positive class).
+    """
+    A_val = np.asarray(A_val, dtype=np.float64)
+    if A_val.ndim != 2 or A_val.shape[1] != path.coefs.shape[1]:
+        raise ValueError(f"A_val has shape {A_val.shape} but the path has {path.coefs.shape[1]} "
+                         "neurons; pass held-out activations of the same layer")
+    _check_finite(A_val, "A_val")
+    y_val = np.asarray(y_val)
+    classes, y01 = _binary_labels(y_val)
+    if y_val.shape != (A_val.shape[0],):
+        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label "
+                         "per row")
+    n = path.coefs.shape[0]
+    if not -n <= reference_step < n:
+        raise ValueError(f"reference_step={reference_step} but the path has {n} strengths")
+    ref = reference_step % n
+    result = select_by_noise_removal(A_val * path.coefs[ref], y01, tau=tau, ridge=ridge)
+    reached = np.flatnonzero(path.n_selected >= result.k)
+    step = int(reached[0]) if reached.size else -1
+    return KChoice(result.k, step, result.kept, ref, result)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparseprobe_core.prober import PathResult, SparseProber, prober_path
+from sparseprobe_core.prober import PathResult, SparseProber, choose_k, prober_path
 
 K_TRUE = 10
 
@@ -206,6 +206,36 @@ def test_path_matches_single_fits(path, data):
     p = SparseProber(weighting="contribution", W_out=data["W_out"], C=path.Cs[j]).fit(A, y)
     np.testing.assert_allclose(p.coef_, path.coefs[j], rtol=1e-10, atol=1e-12)
     assert p.intercept_ == pytest.approx(path.intercepts[j])
+
+
+def test_auroc_at_interpolates_in_log_k(path):
+    n, auc = path.n_selected, path.auroc
+    j = int(np.flatnonzero(n >= 2)[0])  # first path point with >= 2 neurons
+    assert path.auroc_at(n[j])[0] == auc[j]
+    # a gap of >= 2 neurons between consecutive path points: k inside it is interpolated
+    j = int(np.flatnonzero((n[:-1] >= 1) & (np.diff(n) >= 2))[0]) + 1
+    k = n[j - 1] + 1
+    frac = np.log(k / n[j - 1]) / np.log(n[j] / n[j - 1])
+    assert path.auroc_at(k)[0] == pytest.approx(auc[j - 1] + frac * (auc[j] - auc[j - 1]))
+    assert np.isnan(path.auroc_at([n.max() + 1]))[0]
+    assert path.auroc_at([1, n.max()]).shape == (2,)
+    with pytest.raises(ValueError, match=">= 1"):
+        path.auroc_at(0)
+
+
+def test_choose_k_follows_the_noise_neuron_rule(path, data):
+    """k from theory.select_by_noise_removal on held-out contributions of the densest path fit."""
+    A_val, y_val = data["A"][400:], data["y"][400:]
+    choice = choose_k(path, A_val, y_val)
+    assert K_TRUE - 3 <= choice.k <= K_TRUE + 2
+    assert precision_top(choice.kept, data["true"], choice.k) >= 0.85
+    assert set(choice.kept) <= set(path.selected[-1])  # unselected neurons contribute 0 = noise
+    assert path.n_selected[choice.step] >= choice.k > path.n_selected[choice.step - 1]
+    np.testing.assert_array_equal(choice.noise.kept, choice.kept)
+    with pytest.raises(ValueError, match="same layer"):
+        choose_k(path, A_val[:, :-1], y_val)
+    with pytest.raises(ValueError, match="one class"):
+        choose_k(path, A_val, np.zeros_like(y_val))
 
 
 # --- bad input --------------------------------------------------------------------------------------

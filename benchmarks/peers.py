@@ -29,11 +29,15 @@ def _neurox():
     """Import NeuroX's interpretation modules, or raise PeerUnavailable with the install line."""
     try:
         from neurox.interpretation import linear_probe, probeless
+        from neurox.interpretation import utils as neurox_utils
     except ImportError as error:
         raise PeerUnavailable(
             f"NeuroX cannot be imported ({error}); install it with "
             "`pip install --no-deps neurox==1.0.9 imbalanced-learn sklearn-compat`"
         ) from error
+    # Inside a Jupyter kernel NeuroX picks a widget progress bar, which needs ipywidgets (not a
+    # dependency here); its plain text bar changes nothing else.
+    neurox_utils.isnotebook = lambda: False
     return linear_probe, probeless
 
 
@@ -85,6 +89,10 @@ def neurox_linear_probe_order(
             order, _ = linear_probe.get_neuron_ordering(probe, class_to_idx, search_stride)
     finally:
         torch.set_num_threads(threads)
+    # get_neuron_ordering leaves out neurons whose probe weight is exactly zero: they rank last, in
+    # index order (this only matters for keep-top-k at k close to d_mlp).
+    order = np.asarray(order, dtype=np.int64)
+    order = np.concatenate([order, np.setdiff1d(np.arange(A.shape[1]), order)])
     return _check_order(order, A.shape[1], "NeuroX linear_probe.get_neuron_ordering")
 
 

@@ -1,0 +1,274 @@
+"""Ablation evaluation of a neuron ranking: keep the top-k (or remove the top-k) neurons of a layer
+and measure how well the concept can still be read, in three ways.
+
+(i)   MLP output: recompute m' = a' W_out + b_out and score it with a fixed output-space probe;
+(ii)  downstream: run the rest of the model with the ablation hook at the probed position and score
+      the final residual stream with a probe trained there on the clean model;
+(iii) retrained: fit a fresh probe on the kept neurons only.
+The ranking sees only the train split; the evaluation probes are fitted on a separate split
+(`fit`), so the contribution-weighted prober's own output probe is never the one that judges it.
+Because only the last position is ablated, the downstream run reuses the clean keys/values of the
+earlier positions (computed once) and pushes one token per example through the model per setting.
+
+(i) scores m' through the reduction of PAPER.md: for the linear probe s = w.m + c,
+s(a') = sum_i a'_i beta_i + (w.b_out + c) with beta = W_out w. Ablated neurons contribute the
+constant fill_i beta_i, so keeping no neuron gives one identical score for every example
+(AUROC exactly 0.5) and each evaluation costs O(n d_mlp) instead of O(n d_mlp d_model).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from . import activations
+
+MODES = ("keep", "remove")
+FILLS = ("mean", "zero")
+
+
+def dense_probe(seed: int = 0, C: float = 1.0):
+    """The dense L2 logistic probe used as evaluator everywhere (standardised features).
+
+    Solved by liblinear in the dual, which suits n_fit < n_features and was 5-20x faster than lbfgs
+    on 160 x 5..1536 (measured); liblinear also penalises the intercept, which shifts every score by
+    the same amount and so cannot change an AUROC.
+    """
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=5000,
+                                                              random_state=seed))
+
+
+def _linear_form(probe) -> tuple[np.ndarray, float]:
+    """(w, c) with probe.decision_function(X) == X @ w + c for a fitted dense_probe pipeline."""
+    scaler, lr = probe[0], probe[-1]
+    w = lr.coef_[0] / scaler.scale_
+    return w, float(lr.intercept_[0] - scaler.mean_ @ w)
+
+
+def kept_neurons(order: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """Boolean mask of surviving neurons: the top-k of `order` (keep) or all but the top-k (remove)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; use one of {MODES}")
+    order = np.asarray(order)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= len(order):
+        raise ValueError(f"k={k!r} is outside 0..{len(order)}; choose an integer k within the layer's neuron count")
+    top = np.zeros(len(order), dtype=bool)
+    top[order[:k]] = True
+    return top if mode == "keep" else ~top
+
+
+def fill_values(A_train: np.ndarray, fill: str) -> np.ndarray:
+    """Replacement value of an ablated neuron: its train-split mean (mean-ablation) or 0 (zero-ablation)."""
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; use one of {FILLS}")
+    A_train = np.asarray(A_train, dtype=np.float64)
+    return A_train.mean(axis=0) if fill == "mean" else np.zeros(A_train.shape[1])
+
+
+def ablate(A: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """a'_i = a_i if neuron i is kept else fill_i."""
+    return np.where(keep[None, :], A, fill[None, :])
+
+
+def curve_area(ks, values, d_mlp: int) -> float:
+    """Normalised area under a metric-vs-k curve on a log k axis (trapezoids): the mean height of the
+    curve over log k between the grid's first and last k (k clipped to [1, d_mlp]). A constant curve
+    at v has area v; with the grid 1..d_mlp the log axis spans [0, log d_mlp]."""
+    x = np.log(np.clip(np.asarray(ks, dtype=float), 1, d_mlp))
+    v = np.asarray(values, dtype=float)
+    if x.shape != v.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"ks and values must be 1-D of the same length, got {x.shape} and {v.shape}")
+    if np.any(np.diff(x) <= 0):
+        raise ValueError(f"ks must be strictly increasing within 1..{d_mlp}, got {list(ks)}")
+    if len(x) == 1:
+        return float(v[0])
+    return float(np.trapezoid(v, x) / (x[-1] - x[0]))
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and a Student-t confidence interval over independent seeds/splits (NaN bounds if < 2)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare by identity
+class LayerData:
+    """One layer's activations on the three splits of one seed (fit = the evaluators' own split)."""
+
+    A_train: np.ndarray
+    y_train: np.ndarray
+    A_fit: np.ndarray
+    y_fit: np.ndarray
+    A_test: np.ndarray
+    y_test: np.ndarray
+    W_out: np.ndarray
+    b_out: np.ndarray
+
+    @classmethod
+    def from_split(cls, A: np.ndarray, y: np.ndarray, split, W_out: np.ndarray, b_out: np.ndarray) -> "LayerData":
+        """Cut (A, y) with a concepts.Split: train -> rankers and fills, val -> evaluators, test -> scores."""
+        if len(split.val) == 0:
+            raise ValueError("the split has no val part for the evaluators; use make_split(..., val_size=0.2)")
+        return cls(A[split.train], y[split.train], A[split.val], y[split.val], A[split.test], y[split.test],
+                   np.asarray(W_out, dtype=np.float64), np.asarray(b_out, dtype=np.float64))
+
+
+class OutputEvaluator:
+    """(i) AUROC of a fixed output-space probe, fitted on the clean fit split, on ablated MLP outputs."""
+
+    def __init__(self, data: LayerData, seed: int = 0):
+        self.data = data
+        self.probe = dense_probe(seed).fit(data.A_fit @ data.W_out + data.b_out, data.y_fit)
+        w, c = _linear_form(self.probe)
+        self.beta = data.W_out @ w  # the probe as a neuron probe (reduction): s = a . beta + b_out . w + c
+        self.const = float(data.b_out @ w + c)
+        self.A_test = np.asarray(data.A_test, dtype=np.float64)
+
+    def scores(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """Probe scores of the ablated test MLP outputs; kept part + one shared constant."""
+        const = self.const + float(fill[~keep] @ self.beta[~keep])
+        return self.A_test[:, keep] @ self.beta[keep] + const
+
+    def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        return float(roc_auc_score(self.data.y_test, self.scores(keep, fill)))
+
+
+def retrained_auroc(data: LayerData, keep: np.ndarray, seed: int = 0) -> float:
+    """(iii) AUROC on test of a probe refitted on the fit split using only the kept neurons (0.5 if none).
+    Ablated neurons are constant, so the fill (mean or zero) does not change this number."""
+    if not keep.any():
+        return 0.5
+    probe = dense_probe(seed).fit(data.A_fit[:, keep], data.y_fit)
+    return float(roc_auc_score(data.y_test, probe.decision_function(data.A_test[:, keep])))
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run torch ops on `n` threads (None: leave the setting), restoring the old value after."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class DownstreamRunner:
+    """(ii) Final-layer residual at the probed token with the layer's neurons ablated at that token only.
+
+    The HF model wrapped by the bridge runs the clean prefix (all but the last token) once per batch
+    and keeps its keys/values; each setting then runs only the last token with the bridge's hooks,
+    and `cache.crop(-1)` drops that token's keys/values so the cache is clean for the next setting.
+
+    `threads`: torch threads for these forwards (both paths). One token per example is a small
+    workload; on 2 shared, busy cores two threads made it 16-25x slower than one (measured), so the
+    default is 1. None keeps torch's setting.
+    """
+
+    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 64, threads: int | None = 1):
+        if min(len(x) for x in token_ids) < 2:
+            raise ValueError("every text needs at least 2 tokens (a prefix and the probed token) for the KV-reuse run")
+        if not 0 <= layer < bridge.cfg.n_layers:
+            raise ValueError(f"layer {layer} is out of range 0..{bridge.cfg.n_layers - 1}")
+        self.bridge, self.layer, self.n, self.threads = bridge, layer, len(token_ids), threads
+        self.hf = bridge.original_model
+        self.read = activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)
+        self.write = activations.HIDDEN.format(layer=layer)
+        self.batches = []
+        pad = activations._pad_id(bridge)
+        for start in range(0, len(token_ids), batch_size):
+            inputs = activations.left_pad(token_ids[start:start + batch_size], pad)
+            with torch.no_grad(), torch_threads(threads):
+                cache = self.hf(input_ids=inputs["input_ids"][:, :-1], attention_mask=inputs["attention_mask"][:, :-1],
+                                position_ids=inputs["position_ids"][:, :-1], use_cache=True,
+                                logits_to_keep=1).past_key_values  # no (n, T, vocab) logits for the prefix
+            self.batches.append((inputs, cache))
+
+    def _hooks(self, keep: np.ndarray, fill: np.ndarray, out: list):
+        keep_t = torch.as_tensor(np.asarray(keep, dtype=bool))
+        fill_t = torch.as_tensor(np.asarray(fill), dtype=torch.float32)
+
+        def ablate_last(x, hook):
+            x = x.clone()
+            x[:, -1] = torch.where(keep_t, x[:, -1], fill_t.to(x.dtype))
+            return x
+
+        def read_last(x, hook):
+            out.append(x[:, -1].detach().float().numpy().copy())
+
+        return [(self.write, ablate_last), (self.read, read_last)]
+
+    def final_resid(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """(n, d_model) final residual at the probed token, prefix keys/values reused from the clean run."""
+        out: list[np.ndarray] = []
+        with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=self._hooks(keep, fill, out)):
+            for inputs, cache in self.batches:
+                try:
+                    self.hf(input_ids=inputs["input_ids"][:, -1:], attention_mask=inputs["attention_mask"],
+                            position_ids=inputs["position_ids"][:, -1:], past_key_values=cache, use_cache=True,
+                            logits_to_keep=1)
+                finally:
+                    cache.crop(-1)  # drop the ablated token so the cache is clean for the next setting
+        if len(out) != len(self.batches):
+            raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for {len(self.batches)} batches; "
+                               "the bridge's hooks did not run inside the HF model")
+        return np.concatenate(out)
+
+    def final_resid_naive(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """The same quantity by re-running every full sequence (the reference for tests and benchmarks)."""
+        out: list[np.ndarray] = []
+        hooks = self._hooks(keep, fill, out)
+        with torch.no_grad(), torch_threads(self.threads):
+            for inputs, _ in self.batches:
+                self.bridge.run_with_hooks(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                           position_ids=inputs["position_ids"], fwd_hooks=hooks)
+        return np.concatenate(out)
+
+
+class DownstreamEvaluator:
+    """(ii) AUROC of a final-residual probe (fitted on the clean fit split) under ablation of `layer`."""
+
+    def __init__(self, runner: DownstreamRunner, resid_fit: np.ndarray, y_fit: np.ndarray, y_test: np.ndarray,
+                 seed: int = 0, naive: bool = False):
+        if len(y_test) != runner.n:
+            raise ValueError(f"y_test has {len(y_test)} labels but the runner holds {runner.n} test texts")
+        self.runner, self.y_test, self.naive = runner, np.asarray(y_test), naive
+        self.probe = dense_probe(seed).fit(resid_fit, y_fit)
+
+    def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        run = self.runner.final_resid_naive if self.naive else self.runner.final_resid
+        return float(roc_auc_score(self.y_test, self.probe.decision_function(run(keep, fill))))
+
+
+class Memo:
+    """Wrap an `evaluate(keep, fill)` so a mask seen before (e.g. keep-all, shared by every method,
+    or two methods with the same top-k) is scored once."""
+
+    def __init__(self, evaluate):
+        self.evaluate, self.cache, self.calls = evaluate, {}, 0
+
+    def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        key = (np.packbits(keep).tobytes(), np.asarray(fill, dtype=np.float64).tobytes())
+        if key not in self.cache:
+            self.calls += 1
+            self.cache[key] = self.evaluate(keep, fill)
+        return self.cache[key]
+
+
+def ablation_curve(order: np.ndarray, ks, mode: str, fill: np.ndarray, evaluate, desc: str = "") -> np.ndarray:
+    """AUROC for each k of the grid: `evaluate(keep_mask, fill)` after keeping/removing the top-k of `order`."""
+    return np.array([evaluate(kept_neurons(order, int(k), mode), fill)
+                     for k in tqdm(ks, desc=desc, leave=False, disable=not desc)])

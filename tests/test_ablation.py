@@ -1,0 +1,158 @@
+"""Tests for sparseprobe_core.ablation: evaluators (i)-(iii), KV reuse, no test leakage, summaries."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from sparseprobe_core import ablation, activations, concepts
+from sparseprobe_core.ablation import (
+    LayerData, OutputEvaluator, curve_area, fill_values, kept_neurons, mean_ci, retrained_auroc,
+)
+
+D_MLP, D_MODEL = 48, 12
+
+
+def synthetic(seed: int = 0, n: int = 300) -> LayerData:
+    """A layer where neurons 0-3 carry the concept; W_out random; split 50/20/30."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    A = rng.normal(size=(n, D_MLP)) + 0.5
+    A[:, :4] += 2.0 * y[:, None]
+    W_out, b_out = rng.normal(size=(D_MLP, D_MODEL)), rng.normal(size=D_MODEL)
+    split = concepts.make_split(y, seed=seed, test_size=0.3, val_size=0.2)
+    return LayerData.from_split(A, y, split, W_out, b_out)
+
+
+@pytest.fixture(scope="module")
+def data() -> LayerData:
+    return synthetic()
+
+
+def test_keep_all_reproduces_clean_auroc(data):
+    ev = OutputEvaluator(data)
+    clean = roc_auc_score(data.y_test, ev.probe.decision_function(data.A_test @ data.W_out + data.b_out))
+    order = np.arange(D_MLP)
+    for fill in ablation.FILLS:
+        assert ev(kept_neurons(order, D_MLP, "keep"), fill_values(data.A_train, fill)) == pytest.approx(clean, abs=1e-12)
+        assert ev(kept_neurons(order, 0, "remove"), fill_values(data.A_train, fill)) == pytest.approx(clean, abs=1e-12)
+    assert clean > 0.75  # the concept is readable, so the checks below are not trivial
+    full = ablation.dense_probe().fit(data.A_fit, data.y_fit)
+    expected = roc_auc_score(data.y_test, full.decision_function(data.A_test))
+    assert retrained_auroc(data, np.ones(D_MLP, bool)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_reduction_scores_equal_the_probe_on_ablated_outputs(data):
+    ev = OutputEvaluator(data)
+    keep = kept_neurons(np.random.default_rng(1).permutation(D_MLP), 10, "keep")
+    fill = fill_values(data.A_train, "mean")
+    direct = ev.probe.decision_function(ablation.ablate(data.A_test, keep, fill) @ data.W_out + data.b_out)
+    np.testing.assert_allclose(ev.scores(keep, fill), direct, rtol=1e-9, atol=1e-9)
+
+
+def test_keep_none_is_exactly_chance(data):
+    ev = OutputEvaluator(data)
+    none = kept_neurons(np.arange(D_MLP), 0, "keep")
+    assert not none.any()
+    for fill in ablation.FILLS:
+        f = fill_values(data.A_train, fill)
+        assert np.ptp(ev.scores(none, f)) == 0.0  # every example gets the same score
+        assert ev(none, f) == 0.5
+        assert ev(kept_neurons(np.arange(D_MLP), D_MLP, "remove"), f) == 0.5
+    assert retrained_auroc(data, none) == 0.5
+
+
+def test_mean_ablation_uses_train_means_only(data):
+    fill = fill_values(data.A_train, "mean")
+    np.testing.assert_array_equal(fill, data.A_train.mean(axis=0))
+    shifted = LayerData(data.A_train, data.y_train, data.A_fit, data.y_fit, data.A_test + 100.0 * data.y_test[:, None],
+                        data.y_test, data.W_out, data.b_out)
+    np.testing.assert_array_equal(fill_values(shifted.A_train, "mean"), fill)
+    # an ablated neuron's test activation never reaches the score: changing it changes nothing
+    ev = OutputEvaluator(data)
+    keep = kept_neurons(np.arange(D_MLP), 4, "keep")  # the 4 concept neurons survive
+    A_changed = data.A_test.copy()
+    A_changed[:, ~keep] = np.random.default_rng(2).normal(size=(len(A_changed), (~keep).sum())) * 50
+    changed = LayerData(data.A_train, data.y_train, data.A_fit, data.y_fit, A_changed, data.y_test, data.W_out, data.b_out)
+    np.testing.assert_allclose(OutputEvaluator(changed).scores(keep, fill), ev.scores(keep, fill), rtol=1e-12)
+    # the train split really is disjoint from test in from_split
+    y = np.repeat([0, 1], 50)
+    split = concepts.make_split(y, seed=0, test_size=0.3, val_size=0.2)
+    A = np.arange(100.0)[:, None] * np.ones((1, 3))
+    d = LayerData.from_split(A, y, split, np.eye(3), np.zeros(3))
+    assert set(d.A_train[:, 0]).isdisjoint(d.A_test[:, 0]) and set(d.A_fit[:, 0]).isdisjoint(d.A_test[:, 0])
+
+
+def test_keep_top_concept_neurons_beats_random(data):
+    ev = OutputEvaluator(data)
+    fill = fill_values(data.A_train, "mean")
+    good = ev(kept_neurons(np.arange(D_MLP), 4, "keep"), fill)
+    bad = ev(kept_neurons(np.arange(D_MLP)[::-1], 4, "keep"), fill)
+    assert good > 0.8 > bad
+    assert ev(kept_neurons(np.arange(D_MLP), 4, "remove"), fill) < good
+
+
+def test_curve_area_on_known_curves():
+    ks = [1, 2, 5, 10, 100, 1000]
+    assert curve_area(ks, np.full(6, 0.7), 1000) == pytest.approx(0.7)
+    linear = np.log(ks) / np.log(1000)  # rises linearly in log k from 0 to 1
+    assert curve_area(ks, linear, 1000) == pytest.approx(0.5)
+    # a step: 0 up to k=10, 1 from k=100 on; trapezoid over [log 10, log 100] contributes half its width
+    step = np.array([0, 0, 0, 0, 1, 1.0])
+    expected = (0.5 * np.log(10) + np.log(10)) / np.log(1000)
+    assert curve_area(ks, step, 1000) == pytest.approx(expected)
+    assert curve_area([5], [0.9], 1000) == 0.9
+    with pytest.raises(ValueError, match="increasing"):
+        curve_area([1, 10, 5], [0.5, 0.5, 0.5], 1000)
+    with pytest.raises(ValueError, match="same length"):
+        curve_area([1, 10], [0.5], 1000)
+
+
+def test_mean_ci():
+    mean, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo == pytest.approx(2 - 4.302653 / np.sqrt(3)) and hi == pytest.approx(2 + 4.302653 / np.sqrt(3))
+    assert np.isnan(mean_ci([0.5])[1])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kept_neurons(np.arange(10), 11, "keep"), "outside 0..10"),
+    (lambda: kept_neurons(np.arange(10), -1, "remove"), "outside 0..10"),
+    (lambda: kept_neurons(np.arange(10), 2.5, "keep"), "integer"),
+    (lambda: kept_neurons(np.arange(10), 3, "drop"), "unknown ablation mode"),
+    (lambda: fill_values(np.zeros((3, 10)), "median"), "unknown fill"),
+])
+def test_bad_inputs_give_one_line_errors(call, message):
+    with pytest.raises(ValueError, match=message) as err:
+        call()
+    assert "\n" not in str(err.value)
+
+
+def test_memo_scores_each_mask_once(data):
+    ev = ablation.Memo(OutputEvaluator(data))
+    fill = fill_values(data.A_train, "mean")
+    curves = [ablation.ablation_curve(o, [1, 4, D_MLP], "keep", fill, ev) for o in (np.arange(D_MLP), np.arange(D_MLP)[::-1])]
+    assert curves[0][-1] == curves[1][-1] and ev.calls == 5  # keep-all is shared
+
+
+TEXTS = ["x = 'hello", "print(42", "The cat sat on the", "def f(a, b):", "Bonjour tout le", "n = 3 +",
+         "# a comment about", "s = \"abc", "I really loved this", "return x *"]
+
+
+def test_kv_reuse_equals_naive_full_rerun(bridge):
+    layer = bridge.cfg.n_layers // 2
+    ids = activations.tokenize_last(bridge, TEXTS, 32)
+    runner = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4)  # 3 batches, the last one short
+    d_mlp = bridge.cfg.d_mlp
+    hidden = activations.run_last_token(bridge, ids, [activations.HIDDEN.format(layer=layer)])
+    fill = hidden[activations.HIDDEN.format(layer=layer)].mean(axis=0)
+    clean = runner.final_resid(np.ones(d_mlp, bool), fill)
+    keep = kept_neurons(np.random.default_rng(0).permutation(d_mlp), 100, "keep")
+    fast, naive = runner.final_resid(keep, fill), runner.final_resid_naive(keep, fill)
+    tol = 1e-5 * np.abs(naive).max()
+    assert fast.shape == (len(TEXTS), bridge.cfg.d_model)
+    np.testing.assert_allclose(fast, naive, atol=tol, rtol=0)
+    assert np.abs(naive - clean).max() > 100 * tol  # the ablation really changed the output
+    # the clean run matches the cached clean residual, and the cache is restored after every setting
+    final = activations.run_last_token(bridge, ids, [activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)])
+    np.testing.assert_allclose(clean, final[activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)], atol=tol, rtol=0)
+    np.testing.assert_array_equal(runner.final_resid(keep, fill), fast)
+    assert all(cache.get_seq_length() == inputs["input_ids"].shape[1] - 1 for inputs, cache in runner.batches)

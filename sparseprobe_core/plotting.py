@@ -59,12 +59,25 @@ def _jsonable(x):
     return str(x)
 
 
+def _show_inline(path: Path) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Image(filename=str(path)))
+
+
 def save_figure(fig: plt.Figure, name: str, cfg: RunConfig, notebook: str, caption: str = "") -> Path:
-    """Write `fig` to `<out_dir>/<name>.png` atomically, record it for the manifest, and close it."""
+    """Write `fig` to `<out_dir>/<name>.png` atomically, record it for the manifest, show that file
+    inline when running in a notebook (so the executed notebook displays exactly the saved figure),
+    and close it."""
     path = Path(cfg.out_dir) / f"{name}.png"
     fig.tight_layout()
     _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None}))
     plt.close(fig)
+    _show_inline(path)
     _update_record(cfg, notebook, "figures", name, {"file": path.name, "caption": caption})
     return path
 

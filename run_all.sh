@@ -62,7 +62,8 @@ fi
 mkdir -p .cache
 stage=$(mktemp -d .cache/run.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-export SPARSEPROBE_OUT_DIR="$PWD/$stage/figures" MPLBACKEND=agg PYTHONHASHSEED=0
+# Progress bars are for interactive use; in stored notebooks they would only add timings.
+export SPARSEPROBE_OUT_DIR="$PWD/$stage/figures" MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
 for nb in "${notebooks[@]}"; do

@@ -97,7 +97,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def clean_notebook(path: Path) -> None:
     """Strip what differs between runs and machines from an executed notebook: timestamps, durations,
-    memory addresses, and the repository's absolute path (e.g. in library warnings)."""
+    random cell ids, memory addresses, and the repository's absolute path (e.g. in library warnings)."""
     nb = nbformat.read(path, as_version=4)
 
     def scrub(text: str) -> str:
@@ -105,6 +105,8 @@ def clean_notebook(path: Path) -> None:
 
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill gives it a random id on every run
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):

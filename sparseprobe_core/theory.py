@@ -198,7 +198,7 @@ def output_to_neuron_score(A: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, 
     if b_out.shape != (W_out.shape[1],):
         raise ValueError(f"b_out has shape {b_out.shape} but W_out has {W_out.shape[1]} columns; "
                          "pass the layer's output bias (zeros if the MLP has none)")
-    return A @ (W_out @ w) + (w @ b_out + c)
+    return A @ effective_neuron_weights(W_out, w) + (w @ b_out + c)
 
 
 def max_relative_difference(s_ref: np.ndarray, s: np.ndarray) -> float:

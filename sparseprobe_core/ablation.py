@@ -146,12 +146,24 @@ class OutputEvaluator:
 
 
 def retrained_auroc(data: LayerData, keep: np.ndarray, seed: int = 0) -> float:
-    """(iii) AUROC on test of a probe refitted on the fit split using only the kept neurons (0.5 if none).
-    Ablated neurons are constant, so the fill (mean or zero) does not change this number."""
+    """(iii) AUROC on test of a dense_probe refitted on the fit split using only the kept neurons (0.5 if
+    none). Ablated neurons are constant, so the fill (mean or zero) does not change this number.
+
+    With more kept neurons than fit rows the fit runs in the row space of the standardised fit rows
+    Z = QR^T (Q from a QR of Z^T): liblinear's dual sees the data only through the Gram matrix Z Z^T,
+    which the rotation keeps, so it is the same fit (same AUROC, tested) at n x n instead of n x k
+    (about 2x faster for remove-top-k, where k is nearly d_mlp)."""
     if not keep.any():
         return 0.5
-    probe = dense_probe(seed).fit(data.A_fit[:, keep], data.y_fit)
-    return float(roc_auc_score(data.y_test, probe.decision_function(data.A_test[:, keep])))
+    probe = dense_probe(seed)
+    scaler, lr = probe[0], probe[-1]
+    Z_fit = scaler.fit_transform(data.A_fit[:, keep])
+    Z_test = scaler.transform(data.A_test[:, keep])
+    if Z_fit.shape[1] > Z_fit.shape[0]:
+        Q, R = np.linalg.qr(Z_fit.T)
+        Z_fit, Z_test = R.T, Z_test @ Q
+    lr.fit(Z_fit, data.y_fit)
+    return float(roc_auc_score(data.y_test, lr.decision_function(Z_test)))
 
 
 @contextmanager
@@ -169,22 +181,24 @@ def torch_threads(n: int | None):
 class DownstreamRunner:
     """(ii) Final-layer residual at the probed token with the layer's neurons ablated at that token only.
 
-    The HF model wrapped by the bridge runs the clean prefix (all but the last token) once per batch
-    and keeps its keys/values; each setting then runs only the last token with the bridge's hooks,
-    and `cache.crop(-1)` drops that token's keys/values so the cache is clean for the next setting.
+    The HF decoder wrapped by the bridge (no LM head: only the residual is read) runs the clean prefix
+    (all but the last token) once per batch and keeps its keys/values; each setting then runs only the
+    last token with the bridge's hooks, and `cache.crop(-1)` drops that token's keys/values so the
+    cache is clean for the next setting.
 
-    `threads`: torch threads for these forwards (both paths). One token per example is a small
-    workload; on 2 shared, busy cores two threads made it 16-25x slower than one (measured), so the
-    default is 1. None keeps torch's setting.
+    `threads`: torch threads for these forwards; None (default) keeps torch's setting. On the idle
+    2-core reference machine two threads ran the notebook's (ii) loop 1.6x faster than one; while
+    another process kept the cores busy they were 2-3x slower (measured), so pass threads=1 there.
     """
 
-    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 64, threads: int | None = 1):
+    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 64, threads: int | None = None):
         if min(len(x) for x in token_ids) < 2:
             raise ValueError("every text needs at least 2 tokens (a prefix and the probed token) for the KV-reuse run")
         if not 0 <= layer < bridge.cfg.n_layers:
             raise ValueError(f"layer {layer} is out of range 0..{bridge.cfg.n_layers - 1}")
         self.bridge, self.layer, self.n, self.threads = bridge, layer, len(token_ids), threads
-        self.hf = bridge.original_model
+        # the decoder stack without the LM head: only the final residual is read, never the logits
+        self.decoder = bridge.original_model.base_model
         self.read = activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)
         self.write = activations.HIDDEN.format(layer=layer)
         self.batches = []
@@ -192,9 +206,8 @@ class DownstreamRunner:
         for start in range(0, len(token_ids), batch_size):
             inputs = activations.left_pad(token_ids[start:start + batch_size], pad)
             with torch.no_grad(), torch_threads(threads):
-                cache = self.hf(input_ids=inputs["input_ids"][:, :-1], attention_mask=inputs["attention_mask"][:, :-1],
-                                position_ids=inputs["position_ids"][:, :-1], use_cache=True,
-                                logits_to_keep=1).past_key_values  # no (n, T, vocab) logits for the prefix
+                cache = self.decoder(input_ids=inputs["input_ids"][:, :-1], attention_mask=inputs["attention_mask"][:, :-1],
+                                     position_ids=inputs["position_ids"][:, :-1], use_cache=True).past_key_values
             self.batches.append((inputs, cache))
 
     def _hooks(self, keep: np.ndarray, fill: np.ndarray, out: list):
@@ -217,9 +230,8 @@ class DownstreamRunner:
         with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=self._hooks(keep, fill, out)):
             for inputs, cache in self.batches:
                 try:
-                    self.hf(input_ids=inputs["input_ids"][:, -1:], attention_mask=inputs["attention_mask"],
-                            position_ids=inputs["position_ids"][:, -1:], past_key_values=cache, use_cache=True,
-                            logits_to_keep=1)
+                    self.decoder(input_ids=inputs["input_ids"][:, -1:], attention_mask=inputs["attention_mask"],
+                                 position_ids=inputs["position_ids"][:, -1:], past_key_values=cache, use_cache=True)
                 finally:
                     cache.crop(-1)  # drop the ablated token so the cache is clean for the next setting
         if len(out) != len(self.batches):

@@ -41,6 +41,25 @@ def test_keep_all_reproduces_clean_auroc(data):
     assert retrained_auroc(data, np.ones(D_MLP, bool)) == pytest.approx(expected, abs=1e-12)
 
 
+def test_retrained_probe_in_row_space_is_the_same_fit():
+    """More kept neurons than fit rows (remove-top-k): the row-space fit gives the plain fit's scores."""
+    rng = np.random.default_rng(3)
+    n, d = 200, 300
+    y = np.repeat([0, 1], n // 2)
+    A = rng.normal(size=(n, d)) + 0.3
+    A[:, :5] += 0.8 * y[:, None]
+    split = concepts.make_split(y, seed=0, test_size=0.3, val_size=0.2)
+    data = LayerData.from_split(A, y, split, rng.normal(size=(d, 8)), np.zeros(8))
+    aurocs = []
+    for k in (0, 2, 50):
+        keep = kept_neurons(np.arange(d), k, "remove")
+        assert keep.sum() > len(data.y_fit)  # the row-space path is the one under test
+        plain = ablation.dense_probe(seed=1).fit(data.A_fit[:, keep], data.y_fit)
+        aurocs.append(roc_auc_score(data.y_test, plain.decision_function(data.A_test[:, keep])))
+        assert retrained_auroc(data, keep, seed=1) == pytest.approx(aurocs[-1], abs=1e-9)
+    assert aurocs[0] > 0.65 and len(set(aurocs)) > 1  # a readable concept that the removals change
+
+
 def test_reduction_scores_equal_the_probe_on_ablated_outputs(data):
     ev = OutputEvaluator(data)
     keep = kept_neurons(np.random.default_rng(1).permutation(D_MLP), 10, "keep")

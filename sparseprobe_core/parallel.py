@@ -1,0 +1,59 @@
+"""Run the independent units of an analysis (one concept x split, one concept x layer) on worker
+processes, so a notebook uses every core the machine gives it.
+
+Results come back in input order and every unit seeds its own estimators, so the numbers do not
+depend on the number of workers (tests/test_parallel.py checks 1 vs 2). Processes, not threads:
+scikit-learn's liblinear releases the GIL but draws from one process-wide random generator, so two
+threads fitting at once would make results depend on timing. joblib's loky workers are reused
+between calls and run their BLAS on one thread each. Units must not need the model: pass them
+arrays (the model stays in the notebook's process, which runs the forward passes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+ENV_JOBS = "SPARSEPROBE_JOBS"
+_starting = None  # results of start_workers' warm-up units, collected by the next map_units
+
+
+def n_workers() -> int:
+    """Worker processes to use: $SPARSEPROBE_JOBS if set, else the CPUs this process may run on."""
+    value = os.environ.get(ENV_JOBS, "").strip()
+    if not value:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ENV_JOBS}={value!r}; set it to a whole number of worker processes >= 1 (1 = no workers)")
+    return int(value)
+
+
+def _import_core() -> None:
+    """A unit that only imports the core, so a worker's start-up (about 3 s) is paid early."""
+    from . import ablation, prober, rankers, theory  # noqa: F401
+
+
+def start_workers() -> None:
+    """Start the worker processes in the background, e.g. while the notebook loads its model."""
+    global _starting
+    if n_workers() > 1 and _starting is None:
+        _starting = Parallel(n_jobs=n_workers(), return_as="generator_unordered")(
+            delayed(_import_core)() for _ in range(n_workers()))
+
+
+def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
+    """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes; results in input order."""
+    global _starting
+    if _starting is not None:
+        list(_starting)  # the warm-up has finished (or finishes now); its workers are reused below
+        _starting = None
+    units = list(units)
+    n_jobs = min(n_workers(), len(units))
+    bar = dict(total=len(units), desc=desc, disable=not desc)
+    if n_jobs <= 1:
+        return [fn(*unit) for unit in tqdm(units, **bar)]
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)
+    return list(tqdm(results, **bar))

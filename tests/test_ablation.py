@@ -152,6 +152,18 @@ def test_memo_scores_each_mask_once(data):
     assert curves[0][-1] == curves[1][-1] and ev.calls == 5  # keep-all is shared
 
 
+def test_evaluate_masks_scores_each_distinct_mask_once_in_one_call():
+    calls = []
+
+    def many(keeps, fill):
+        calls.append(len(keeps))
+        return [float(k.sum()) for k in keeps]
+
+    a, b = kept_neurons(np.arange(10), 3, "keep"), kept_neurons(np.arange(10), 3, "remove")
+    out = ablation.evaluate_masks(many, {"a": a, "b": b, "a again": a.copy()}, np.zeros(10))
+    assert out == {"a": 3.0, "b": 7.0, "a again": 3.0} and calls == [2]
+
+
 TEXTS = ["x = 'hello", "print(42", "The cat sat on the", "def f(a, b):", "Bonjour tout le", "n = 3 +",
          "# a comment about", "s = \"abc", "I really loved this", "return x *"]
 
@@ -170,6 +182,11 @@ def test_kv_reuse_equals_naive_full_rerun(bridge):
     assert fast.shape == (len(TEXTS), bridge.cfg.d_model)
     np.testing.assert_allclose(fast, naive, atol=tol, rtol=0)
     assert np.abs(naive - clean).max() > 100 * tol  # the ablation really changed the output
+    # several masks in one batched pass (chunk 2 over 3 masks: a full and a partial chunk) give the same
+    many = runner.final_resid_many([np.ones(d_mlp, bool), keep, ~keep], fill, chunk=2)
+    np.testing.assert_allclose(many[1], naive, atol=tol, rtol=0)
+    np.testing.assert_allclose(many[2], runner.final_resid_naive(~keep, fill), atol=tol, rtol=0)
+    np.testing.assert_allclose(many[0], clean, atol=tol, rtol=0)
     # the clean run matches the cached clean residual, and the cache is restored after every setting
     final = activations.run_last_token(bridge, ids, [activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)])
     np.testing.assert_allclose(clean, final[activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)], atol=tol, rtol=0)

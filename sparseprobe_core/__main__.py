@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from . import manifest, paths
-from .models import DEFAULT_MODEL
 
 METHOD_ALIASES = {"weighted": "sparse_prober_contribution"}
 
@@ -22,12 +21,13 @@ def _cmd_rank(args: argparse.Namespace) -> None:
     if args.k <= 0:
         raise ValueError(f"--k {args.k} must be a positive number of neurons")
     concept = concepts.load_concept(args.concept)
-    bridge = models.load_model(args.model)
-    info = models.model_info(bridge, args.model)
+    model = args.model or models.DEFAULT_MODEL
+    bridge = models.load_model(model)
+    info = models.model_info(bridge, model)
     layer = models.check_layer(info, args.layer)
     if args.k > info.d_mlp:
         raise ValueError(f"--k {args.k} exceeds the layer's {info.d_mlp} neurons; pass --k between 1 and {info.d_mlp}")
-    A, M = activations.layer_activations(bridge, args.model, concept.texts, [layer])[layer]
+    A, M = activations.layer_activations(bridge, model, concept.texts, [layer])[layer]
     W_out, b_out = models.writing_vectors(bridge, layer)
     ctx = rankers.RankContext(A=A, y=concept.labels, W_out=W_out, b_out=b_out, M=M, seed=args.seed)
     order = rankers.rank(method, ctx)[: args.k]
@@ -37,9 +37,9 @@ def _cmd_rank(args: argparse.Namespace) -> None:
     rows = [{"rank": r + 1, "neuron": int(i), "score": float(scores[i]), "writing_norm": float(parts.writing_norm[i]),
              "alignment": float(parts.cos_theta[i])} for r, i in enumerate(order)]
     if args.json:
-        print(json.dumps({"concept": concept.name, "model": args.model, "layer": layer, "method": method, "neurons": rows}, indent=1))
+        print(json.dumps({"concept": concept.name, "model": model, "layer": layer, "method": method, "neurons": rows}, indent=1))
         return
-    print(f"top {args.k} neurons of layer {layer} for concept {concept.name!r} by {method} ({args.model})")
+    print(f"top {args.k} neurons of layer {layer} for concept {concept.name!r} by {method} ({model})")
     print(f"{'rank':>4} {'neuron':>6} {'score':>10} {'|W_out|':>8} {'cos':>6}")
     for row in rows:
         print(f"{row['rank']:>4} {row['neuron']:>6} {row['score']:>10.4g} {row['writing_norm']:>8.3f} {row['alignment']:>6.2f}")
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--layer", required=True, type=int)
     r.add_argument("--method", default="weighted", help="weighted (= sparse_prober_contribution) or any ranker name")
     r.add_argument("--k", type=int, default=10, help="how many neurons to print")
-    r.add_argument("--model", default=DEFAULT_MODEL)
+    # resolved in _cmd_rank, so the other commands never import torch and TransformerLens
+    r.add_argument("--model", default=None, help="a TransformerBridge model name (default: the embedded smollm2-135m)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=_cmd_rank)

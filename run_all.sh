@@ -68,6 +68,7 @@ export SPARSEPROBE_OUT_DIR="$PWD/$stage/figures" MPLBACKEND=agg PYTHONHASHSEED=0
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
 for nb in "${notebooks[@]}"; do
   echo "== $(basename "$nb") (profile $profile)" >&2
+  start=$SECONDS
   args=(-p profile "$profile")
   [ -n "$concept" ] && args+=(-p concept "$concept")
   [ -n "$model" ] && args+=(-p model "$model")
@@ -78,6 +79,7 @@ for nb in "${notebooks[@]}"; do
     echo "run_all.sh: $(basename "$nb") failed at the cell named above; previous figures are untouched" >&2
     exit 1
   fi
+  echo "   $(basename "$nb") ran in $((SECONDS - start)) s" >&2
 done
 
 .venv/bin/python -m sparseprobe_core clean-notebooks "$stage"/*.ipynb

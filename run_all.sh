@@ -63,27 +63,20 @@ mkdir -p .cache
 stage=$(mktemp -d .cache/run.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 # Progress bars are for interactive use; in stored notebooks they would only add timings.
-export SPARSEPROBE_OUT_DIR="$PWD/$stage/figures" MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
+export MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
+# Notebooks run in order with papermill (one process for all four); the first failing cell stops the
+# run with the notebook and cell named. Figures go to $stage/figures, with their MANIFEST.json.
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
-for nb in "${notebooks[@]}"; do
-  echo "== $(basename "$nb") (profile $profile)" >&2
-  start=$SECONDS
-  args=(-p profile "$profile")
-  [ -n "$concept" ] && args+=(-p concept "$concept")
-  [ -n "$model" ] && args+=(-p model "$model")
-  [ -n "$layers" ] && args+=(-p layers "$layers")
-  if ! .venv/bin/papermill "$nb" "$stage/$(basename "$nb")" "${args[@]}" \
-        --cwd notebooks --kernel python3 --no-progress-bar --log-level WARNING 2> "$stage/papermill.log"; then
-    grep -E "Exception was encountered at|Error" "$stage/papermill.log" | tail -n 6 >&2 || true
-    echo "run_all.sh: $(basename "$nb") failed at the cell named above; previous figures are untouched" >&2
-    exit 1
-  fi
-  echo "   $(basename "$nb") ran in $((SECONDS - start)) s" >&2
-done
+args=(-p profile "$profile")
+[ -n "$concept" ] && args+=(-p concept "$concept")
+[ -n "$model" ] && args+=(-p model "$model")
+[ -n "$layers" ] && args+=(-p layers "$layers")
+if ! .venv/bin/python -m sparseprobe_core execute --stage "$stage" "${args[@]}" "${notebooks[@]}"; then
+  echo "run_all.sh: stopped; previous figures are untouched" >&2
+  exit 1
+fi
 
-.venv/bin/python -m sparseprobe_core clean-notebooks "$stage"/*.ipynb
-.venv/bin/python -m sparseprobe_core manifest --records "$stage/figures/records" --out "$stage/figures/MANIFEST.json" "${notebooks[@]}"
 mkdir -p "$dest_nb" "$dest_fig"
 mv -f "$stage"/figures/*.png "$stage/figures/MANIFEST.json" "$dest_fig"/
 mv -f "$stage"/*.ipynb "$dest_nb"/

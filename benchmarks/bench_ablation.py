@@ -2,7 +2,8 @@
 
 Times a small sweep (a few ranking methods x k values x keep/remove-top-k, mean-ablation) scored by the
 final-residual probe three ways: the naive full re-run of every sequence; the KV-reuse path (clean
-prefix keys/values computed once, one token per example per setting), one setting per forward pass;
+prefix keys/values and the residual entering the ablated layer computed once, then one token per
+example per setting through the layers from the ablated one on), one setting per forward pass;
 and the KV-reuse path with all settings sharing batched passes (``final_resid_many``, what the
 notebooks use). Prints the speed ratios and checks that all paths give the same AUROC.
 

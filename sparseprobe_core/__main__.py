@@ -1,10 +1,13 @@
-"""Command line: `python -m sparseprobe_core {rank,manifest,clean-notebooks}`; see --help."""
+"""Command line: `python -m sparseprobe_core {rank,execute,manifest,clean-notebooks}`; see --help."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import manifest, paths
@@ -53,6 +56,48 @@ def _cmd_manifest(args: argparse.Namespace) -> None:
     print(f"wrote {out.relative_to(paths.ROOT) if out.is_relative_to(paths.ROOT) else out}: {len(data['figures'])} figures")
 
 
+@contextmanager
+def _kernel_stderr_to(path: Path):
+    """Send fd 2, which the kernels inherit, to `path` (their start-up chatter); restore it after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _cmd_execute(args: argparse.Namespace) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    stage = Path(args.stage).resolve()
+    os.environ["SPARSEPROBE_OUT_DIR"] = str(stage / "figures")  # the notebooks' kernels inherit it
+    params = dict(args.param)
+    for nb in map(Path, args.notebooks):
+        print(f"== {nb.name} (profile {params.get('profile', 'paper')})", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            with _kernel_stderr_to(stage / "kernels.log"):
+                # "immediate": once the last cell has run, kill the kernel instead of letting it spend
+                # 2.5 s failing to SIGTERM the worker pool's resource tracker (which ignores SIGTERM)
+                papermill.execute_notebook(nb, stage / nb.name, parameters=params, cwd=str(nb.parent),
+                                           kernel_name="python3", progress_bar=False, shutdown_kernel="immediate")
+        except PapermillExecutionError as err:
+            reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
+            raise RuntimeError(f"{nb.name} failed at cell In [{err.exec_count}]: {err.ename}: {reason}") from None
+        print(f"   {nb.name} ran in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    executed = [stage / Path(nb).name for nb in args.notebooks]
+    for nb in executed:
+        manifest.clean_notebook(nb)
+    _cmd_manifest(argparse.Namespace(records=stage / "figures" / "records", out=stage / "figures" / "MANIFEST.json",
+                                     notebooks=args.notebooks))
+
+
 def _cmd_clean(args: argparse.Namespace) -> None:
     for nb in args.notebooks:
         manifest.clean_notebook(Path(nb))
@@ -72,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=_cmd_rank)
+    e = sub.add_parser("execute", help="run notebooks in order with papermill, strip them, write their figure manifest")
+    e.add_argument("--stage", required=True, help="folder for the executed notebooks; figures go to STAGE/figures")
+    e.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook parameter (a string), as papermill's -p")
+    e.add_argument("notebooks", nargs="+")
+    e.set_defaults(func=_cmd_execute)
     m = sub.add_parser("manifest", help="merge notebook records into a figure manifest")
     m.add_argument("--records", required=True)
     m.add_argument("--out", required=True)

@@ -8,8 +8,8 @@ and measure how well the concept can still be read, in three ways.
 The ranking sees only the train split; the evaluation probes are fitted on a separate split
 (`fit`), so the contribution-weighted prober's own output probe is never the one that judges it.
 Because only the last position is ablated, the downstream run reuses the clean keys/values of the
-earlier positions (computed once) and pushes one token per example and setting through the model, several
-settings per forward pass.
+earlier positions and the clean residual entering the ablated layer (computed once), and pushes one
+token per example and setting through the layers from the ablated one on, several settings per pass.
 
 (i) scores m' through the reduction of PAPER.md: for the linear probe s = w.m + c,
 s(a') = sum_i a'_i beta_i + (w.b_out + c) with beta = W_out w. Ablated neurons contribute the
@@ -20,6 +20,7 @@ constant fill_i beta_i, so keeping no neuron gives one identical score for every
 from __future__ import annotations
 
 import copy
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -162,6 +163,8 @@ def retrained_auroc(data: LayerData, keep: np.ndarray, seed: int = 0) -> float:
     Z_fit = scaler.fit_transform(data.A_fit[:, keep])
     Z_test = scaler.transform(data.A_test[:, keep])
     if Z_fit.shape[1] > Z_fit.shape[0]:
+        # not the Gram matrix's eigendecomposition: it is faster but squares the condition number, and it
+        # moved one (iii) area in the 4th decimal (measured); the QR keeps every number
         Q, R = np.linalg.qr(Z_fit.T)
         Z_fit, Z_test = R.T, Z_test @ Q
     lr.fit(Z_fit, data.y_fit)
@@ -180,20 +183,31 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+_SHORTCUT_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # per decoder
+
+
 class DownstreamRunner:
     """(ii) Final-layer residual at the probed token with the layer's neurons ablated at that token only.
 
-    The HF decoder wrapped by the bridge (no LM head: only the residual is read) runs the clean prefix
-    (all but the last token) once per batch and keeps its keys/values; each setting then runs only the
-    last token with the bridge's hooks, and `cache.crop(-1)` drops that token's keys/values so the
-    cache is clean for the next setting.
+    The HF decoder wrapped by the bridge (no LM head: only the residual is read) runs each batch of
+    clean texts once, keeping the keys/values of the prefix (all but the last token) and the residual
+    entering the ablated layer at the last token. An ablation changes nothing below that layer, so each
+    setting then runs only the last token, and only through the layers from the ablated one on: the
+    decoder's layer list is cut there and the clean residual goes in as `inputs_embeds`. That shortcut
+    assumes the decoder adds nothing to `inputs_embeds` before its first layer (true of Llama-style
+    decoders such as SmolLM2, not of GPT-2 or Gemma); it is checked against the full pass once per
+    decoder, on the first runner's clean run, and if it fails every layer runs (`self.start == 0`).
+
+    `cache_as`: the model's name, to keep the clean prefix state of each batch in the activation cache
+    (keyed by model, texts and layer; only the layers a setting runs are stored); None: no cache.
 
     `threads`: torch threads for these forwards; None (default) keeps torch's setting. On the idle
     2-core reference machine two threads ran the notebook's (ii) loop 1.6x faster than one; while
     another process kept the cores busy they were 2-3x slower (measured), so pass threads=1 there.
     """
 
-    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 16, threads: int | None = None):
+    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 16, threads: int | None = None,
+                 cache_as: str | None = None):
         if min(len(x) for x in token_ids) < 2:
             raise ValueError("every text needs at least 2 tokens (a prefix and the probed token) for the KV-reuse run")
         if not 0 <= layer < bridge.cfg.n_layers:
@@ -206,14 +220,52 @@ class DownstreamRunner:
         # batches of texts of similar length waste little compute on padding; outputs are put back in input order
         by_length = np.argsort([len(x) for x in token_ids], kind="stable")
         self.restore = np.argsort(by_length)
-        self.batches = []
-        pad = activations._pad_id(bridge)
-        for start in range(0, len(token_ids), batch_size):
-            inputs = activations.left_pad([token_ids[i] for i in by_length[start:start + batch_size]], pad)
-            with torch.no_grad(), torch_threads(threads):
-                cache = self.decoder(input_ids=inputs["input_ids"][:, :-1], attention_mask=inputs["attention_mask"][:, :-1],
-                                     position_ids=inputs["position_ids"][:, :-1], use_cache=True).past_key_values
-            self.batches.append((inputs, cache))
+        texts = [[token_ids[i] for i in by_length[start:start + batch_size]] for start in range(0, len(token_ids), batch_size)]
+        inputs = [activations.left_pad(t, activations._pad_id(bridge)) for t in texts]
+        fresh = {}
+        if layer and self.decoder not in _SHORTCUT_OK:
+            fresh[0] = self._clean_pass(inputs[0])
+            _SHORTCUT_OK[self.decoder] = hasattr(self.decoder, "layers") and self._shortcut_matches(inputs[0], *fresh[0])
+        self.start = layer if layer and _SHORTCUT_OK[self.decoder] else 0
+        self.batches = [(x, *(fresh[i] if i in fresh else self._prefix_state(x, t, cache_as)))
+                        for i, (x, t) in enumerate(zip(inputs, texts))]
+
+    def _clean_pass(self, inputs) -> tuple:
+        """One batch's clean run: the prefix keys/values (every layer) and the residual entering
+        `self.layer` at the last token."""
+        entry: list[torch.Tensor] = []
+        hook = (activations.RESID_PRE.format(layer=self.layer), lambda x, hook: entry.append(x[:, -1:].clone()))
+        with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=[hook]):
+            cache = self.decoder(**inputs, use_cache=True).past_key_values
+        cache.crop(-1)  # the clean prefix only; each setting appends (and drops) its own last token
+        return cache, entry[0]
+
+    def _prefix_state(self, inputs, texts: list[list[int]], cache_as: str | None) -> tuple:
+        """`_clean_pass`, read from / written to the activation cache when settings skip the lower layers.
+
+        Only layers from `self.start` on are stored; the layers below are never run for a setting, so
+        they get zero keys/values of the right shape (the decoder sizes its attention mask by them)."""
+        from transformers import DynamicCache  # here, not at the top: worker processes never need transformers
+
+        if not (cache_as and self.start):
+            return self._clean_pass(inputs)
+        path = activations.cache_path(cache_as, texts, f"prefix-kv-from-{self.start}")
+        stored = activations.read_arrays(path)
+        if stored is None:
+            cache, entry = self._clean_pass(inputs)
+            upper = list(cache)[self.start:]
+            activations.write_arrays(path, keys=np.stack([k.numpy() for k, _, _ in upper]),
+                                     values=np.stack([v.numpy() for _, v, _ in upper]), entry=entry.numpy())
+            return cache, entry
+        keys, values = torch.from_numpy(stored["keys"]), torch.from_numpy(stored["values"])
+        below = [(torch.zeros_like(keys[0]), torch.zeros_like(values[0]))] * self.start
+        return DynamicCache(ddp_cache_data=below + list(zip(keys, values))), torch.from_numpy(stored["entry"])
+
+    def _shortcut_matches(self, inputs, cache, entry) -> bool:
+        """Does the clean run from `self.layer` on give the full pass's final residual (one batch)?"""
+        clean = (np.ones((1, self.bridge.cfg.d_mlp), dtype=bool), np.zeros(self.bridge.cfg.d_mlp))
+        short, full = (self._final_resid_batch(inputs, cache, entry, *clean, start) for start in (self.layer, 0))
+        return bool(np.allclose(short, full, rtol=0, atol=1e-4 * np.abs(full).max()))
 
     def _hooks(self, keep: np.ndarray, fill: np.ndarray, out: list):
         """Hooks that ablate the probed token (keep: (d_mlp,), or (rows, d_mlp) one mask per batch row)
@@ -231,6 +283,32 @@ class DownstreamRunner:
 
         return [(self.write, ablate_last), (self.read, read_last)]
 
+    def _final_resid_batch(self, inputs, cache, entry, group: np.ndarray, fill: np.ndarray, start: int) -> np.ndarray:
+        """(rows, masks, d_model) final residual of one batch's last tokens under each mask of `group`,
+        running the decoder's layers from `start` on (from the embedding when start == 0)."""
+        n_rows, S = inputs["input_ids"].shape[0], len(group)
+        repeated = copy.deepcopy(cache)
+        repeated.batch_repeat_interleave(S)  # row i * S + j: text i under mask j
+        feed = (dict(input_ids=inputs["input_ids"][:, -1:].repeat_interleave(S, dim=0)) if start == 0
+                else dict(inputs_embeds=entry.repeat_interleave(S, dim=0)))
+        out: list[np.ndarray] = []
+        hooks = self._hooks(np.tile(group, (n_rows, 1)), fill, out)
+        layers = self.decoder.layers if start else None
+        try:
+            if start:
+                self.decoder.layers = torch.nn.ModuleList(list(layers)[start:])  # each keeps its cache index
+            with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=hooks):
+                self.decoder(**feed, attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
+                             position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
+                             past_key_values=repeated, use_cache=True)
+        finally:
+            if start:
+                self.decoder.layers = layers
+        if len(out) != 1:
+            raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for one batch; "
+                               "the bridge's hooks did not run inside the HF model")
+        return out[0].reshape(n_rows, S, -1)
+
     def final_resid(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """(n, d_model) final residual at the probed token, prefix keys/values reused from the clean run."""
         return self.final_resid_many([keep], fill)[0]
@@ -240,29 +318,16 @@ class DownstreamRunner:
 
         Each text's clean prefix cache is repeated once per mask (`Cache.batch_repeat_interleave` on a
         copy), so one pass pushes chunk x n probed tokens: big matrix products instead of one small,
-        overhead-bound pass per mask (2.0x less time per mask on the 2-core reference machine,
+        overhead-bound pass per mask (1.9x less time per mask on the 2-core reference machine,
         benchmarks/bench_ablation.py: 32 texts, 18 masks, identical AUROC).
         """
         per_mask: list[list[np.ndarray]] = [[] for _ in keeps]
-        for start in range(0, len(keeps), chunk):
-            group = np.stack([np.asarray(k, dtype=bool) for k in keeps[start:start + chunk]])
-            for inputs, cache in self.batches:
-                n_rows, S = inputs["input_ids"].shape[0], len(group)
-                repeated = copy.deepcopy(cache)
-                repeated.batch_repeat_interleave(S)  # row i * S + j: text i under mask j
-                out: list[np.ndarray] = []
-                hooks = self._hooks(np.tile(group, (n_rows, 1)), fill, out)
-                with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=hooks):
-                    self.decoder(input_ids=inputs["input_ids"][:, -1:].repeat_interleave(S, dim=0),
-                                 attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
-                                 position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
-                                 past_key_values=repeated, use_cache=True)
-                if len(out) != 1:
-                    raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for one batch; "
-                                       "the bridge's hooks did not run inside the HF model")
-                resid = out[0].reshape(n_rows, S, -1)
-                for j in range(S):
-                    per_mask[start + j].append(resid[:, j])
+        for first in range(0, len(keeps), chunk):
+            group = np.stack([np.asarray(k, dtype=bool) for k in keeps[first:first + chunk]])
+            for batch in self.batches:
+                resid = self._final_resid_batch(*batch, group, fill, self.start)
+                for j in range(len(group)):
+                    per_mask[first + j].append(resid[:, j])
         return [np.concatenate(parts)[self.restore] for parts in per_mask]
 
     def final_resid_naive(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -270,7 +335,7 @@ class DownstreamRunner:
         out: list[np.ndarray] = []
         hooks = self._hooks(keep, fill, out)
         with torch.no_grad(), torch_threads(self.threads):
-            for inputs, _ in self.batches:
+            for inputs, _, _ in self.batches:
                 self.bridge.run_with_hooks(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                            position_ids=inputs["position_ids"], fwd_hooks=hooks)
         return np.concatenate(out)[self.restore]
@@ -323,5 +388,6 @@ def evaluate_masks(evaluate_many, masks: dict, fill: np.ndarray) -> dict:
 
 def ablation_curve(order: np.ndarray, ks, mode: str, fill: np.ndarray, evaluate, desc: str = "") -> np.ndarray:
     """AUROC for each k of the grid: `evaluate(keep_mask, fill)` after keeping/removing the top-k of `order`."""
+    # no bar without a desc; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
     return np.array([evaluate(kept_neurons(order, int(k), mode), fill)
-                     for k in tqdm(ks, desc=desc, leave=False, disable=not desc)])
+                     for k in (tqdm(ks, desc=desc, leave=False) if desc else ks)])

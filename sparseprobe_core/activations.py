@@ -24,6 +24,7 @@ from . import paths
 HIDDEN = "blocks.{layer}.mlp.hook_post"
 MLP_OUT = "blocks.{layer}.hook_mlp_out"
 RESID_POST = "blocks.{layer}.hook_resid_post"
+RESID_PRE = "blocks.{layer}.hook_resid_pre"
 POSITION_RULE = "last-token"
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -73,7 +74,8 @@ def run_last_token(bridge, token_ids: list[list[int]], hooks: list[str], batch_s
     out = {h: [] for h in hooks}
     wanted = set(hooks)
     batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=f"activations (layers < {stop})", leave=False, disable=len(batches) < 4):
+    # a bar only for long runs; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
+    for start in tqdm(batches, desc=f"activations (layers < {stop})", leave=False) if len(batches) >= 4 else batches:
         rows = order[start:start + batch_size]
         inputs = left_pad([token_ids[i] for i in rows], _pad_id(bridge))
         with torch.no_grad():
@@ -92,46 +94,71 @@ def _key(model_name: str, token_ids: list[list[int]], hook: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9]+', '-', model_name)}__{hook}__{digest[:20]}"
 
 
-def _read(path: Path, n: int) -> np.ndarray | None:
-    """A cached array, or None if the entry is missing or unreadable (then it is recomputed)."""
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the arrays' bytes in name order (for one array: of that array's bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """The named arrays of a cache entry, or None if it is missing or unreadable (then it is recomputed)."""
     if not path.exists():
         return None
     try:
         with np.load(path) as f:
-            arr, check = f["acts"], str(f["sha256"])
-        if arr.shape[0] != n or hashlib.sha256(arr.tobytes()).hexdigest() != check:
-            raise ValueError("checksum or shape mismatch")
-        return arr
+            arrays = {name: f[name] for name in f.files if name != "sha256"}
+            check = str(f["sha256"])
+        if _digest(arrays) != check:
+            raise ValueError("checksum mismatch")
+        return arrays
     except Exception as err:  # any corruption (truncated zip, bad pickle, mismatch) means recompute
         warnings.warn(f"activation cache entry {path.name} is corrupted ({err}); recomputing it", stacklevel=3)
         return None
 
 
-def _write(path: Path, arr: np.ndarray) -> None:
-    """Write atomically: a killed run leaves either the old entry or none, never half a file."""
+def write_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Write a cache entry atomically: a killed run leaves either the old entry or none, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, acts=arr, sha256=hashlib.sha256(arr.tobytes()).hexdigest())
+            np.savez(f, **arrays, sha256=_digest(arrays))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def cache_path(model_name: str, token_ids: list[list[int]], what: str) -> Path:
+    """Where the cache entry of `what` (a hook name, or another clean-model quantity) for these texts lives."""
+    return paths.cache_dir() / f"{_key(model_name, token_ids, what)}.npz"
+
+
+def _read(path: Path, n: int) -> np.ndarray | None:
+    """A cached activation array with one row per text, or None (then it is recomputed)."""
+    arrays = read_arrays(path)
+    if arrays is None:
+        return None
+    if "acts" not in arrays or arrays["acts"].shape[0] != n:
+        warnings.warn(f"activation cache entry {path.name} has the wrong shape; recomputing it", stacklevel=3)
+        return None
+    return arrays["acts"]
+
+
 def collect(bridge, model_name: str, texts: list[str], hooks: list[str], *, max_tokens: int = 128,
             batch_size: int = 32, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Last-token activations for every hook, read from the disk cache or computed in one forward pass."""
     token_ids = tokenize_last(bridge, list(texts), max_tokens)
-    files = {h: paths.cache_dir() / f"{_key(model_name, token_ids, h)}.npz" for h in hooks}
+    files = {h: cache_path(model_name, token_ids, h) for h in hooks}
     found = {h: _read(f, len(texts)) for h, f in files.items()} if use_cache else {}
     missing = [h for h in hooks if found.get(h) is None]
     if missing:
         fresh = run_last_token(bridge, token_ids, missing, batch_size)
         for h in missing:
             if use_cache:
-                _write(files[h], fresh[h])
+                write_arrays(files[h], acts=fresh[h])
             found[h] = fresh[h]
     return {h: found[h] for h in hooks}
 

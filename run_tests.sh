@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The test command: set up .venv if needed (same set-up as run_all.sh), then run the unit tests and
-# re-execute the ci-profile notebooks under nbval, checking the cells that state the paper's claims.
+# The test command: set up .venv if needed (same set-up as run_all.sh), check the code style, run the
+# unit tests, then re-execute the ci-profile notebooks under nbval (the cells that state the paper's
+# claims must print the same verdicts) and check that their numbers reproduce the references.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./run_all.sh --setup-only
 export MPLBACKEND=agg PYTHONHASHSEED=0
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/python -m pytest tests "$@"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" .venv/bin/python -m pytest --nbval-lax --nbval-current-env \
-  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/check_determinism.py
+  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/check_reproduction.py

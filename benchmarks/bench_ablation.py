@@ -45,9 +45,11 @@ def main(concept: str = "python_string", n_test: int = 32, threads: int | None =
     fill = ablation.fill_values(A[split.train], "mean")
     ids = activations.tokenize_last(bridge, [c.texts[i] for i in test], 128)
     settings = [(m, k, mode) for m in METHODS for k in KS for mode in ablation.MODES]
-    print(f"{concept}, layer {layer}, {len(test)} test texts ({np.mean([len(x) for x in ids]):.1f} tokens on average), "
-          f"{len(settings)} settings ({len(METHODS)} methods x k in {KS} x keep/remove-top-k, mean-ablation), "
-          f"{threads or torch.get_num_threads()} torch thread(s)")
+    print(
+        f"{concept}, layer {layer}, {len(test)} test texts ({np.mean([len(x) for x in ids]):.1f} tokens on average), "
+        f"{len(settings)} settings ({len(METHODS)} methods x k in {KS} x keep/remove-top-k, mean-ablation), "
+        f"{threads or torch.get_num_threads()} torch thread(s)"
+    )
 
     start = time.perf_counter()
     runner = ablation.DownstreamRunner(bridge, ids, layer, threads=threads)
@@ -56,33 +58,51 @@ def main(concept: str = "python_string", n_test: int = 32, threads: int | None =
     y_test = c.labels[test]
     resid, seconds = {}, {}
     masks = [ablation.kept_neurons(orders[m], k, mode) for m, k, mode in settings]
-    for name, run in (("kv_reuse", lambda: [runner.final_resid(keep, fill) for keep in masks]),
-                      ("batched", lambda: runner.final_resid_many(masks, fill)),
-                      ("naive", lambda: [runner.final_resid_naive(keep, fill) for keep in masks])):
+    for name, run in (
+        ("kv_reuse", lambda: [runner.final_resid(keep, fill) for keep in masks]),
+        ("batched", lambda: runner.final_resid_many(masks, fill)),
+        ("naive", lambda: [runner.final_resid_naive(keep, fill) for keep in masks]),
+    ):
         start = time.perf_counter()
         resid[name] = run()
         seconds[name] = time.perf_counter() - start
     seconds["kv_reuse_total"] = seconds["kv_reuse"] + prefix
     clean = runner.final_resid(np.ones(len(fill), bool), fill)
-    auroc = {name: np.array([roc_auc_score(y_test, probe.decision_function(r)) for r in rs]) for name, rs in resid.items()}
-    resid_diff = max(np.abs(a - b).max() for fast in ("kv_reuse", "batched") for a, b in zip(resid[fast], resid["naive"]))
+    auroc = {
+        name: np.array([roc_auc_score(y_test, probe.decision_function(r)) for r in rs]) for name, rs in resid.items()
+    }
+    resid_diff = max(
+        np.abs(a - b).max() for fast in ("kv_reuse", "batched") for a, b in zip(resid[fast], resid["naive"])
+    )
     effect = min(np.abs(r - clean).max() for r in resid["naive"])
     scale = max(np.abs(r).max() for r in resid["naive"])
-    print(f"kv_reuse: {seconds['kv_reuse']:7.2f} s for the sweep + {prefix:.2f} s once for the clean prefix keys/values "
-          f"({seconds['kv_reuse'] / len(settings):.3f} s per setting)")
-    print(f" batched: {seconds['batched']:7.2f} s for the sweep ({seconds['batched'] / len(settings):.3f} s per setting; "
-          f"{seconds['kv_reuse'] / seconds['batched']:.1f}x faster than one setting per pass)")
+    print(
+        f"kv_reuse: {seconds['kv_reuse']:7.2f} s for the sweep + {prefix:.2f} s once for the clean prefix keys/values "
+        f"({seconds['kv_reuse'] / len(settings):.3f} s per setting)"
+    )
+    print(
+        f" batched: {seconds['batched']:7.2f} s for the sweep ({seconds['batched'] / len(settings):.3f} s per setting; "
+        f"{seconds['kv_reuse'] / seconds['batched']:.1f}x faster than one setting per pass)"
+    )
     print(f"   naive: {seconds['naive']:7.2f} s for the sweep ({seconds['naive'] / len(settings):.3f} s per setting)")
-    print(f"speed-up of KV reuse over the naive full re-run: {seconds['naive'] / seconds['kv_reuse_total']:.1f}x including the "
-          f"prefix, {seconds['naive'] / seconds['kv_reuse']:.1f}x per setting (aim >= 10x)")
+    print(
+        "speed-up of KV reuse over the naive full re-run: "
+        f"{seconds['naive'] / seconds['kv_reuse_total']:.1f}x including the prefix, "
+        f"{seconds['naive'] / seconds['kv_reuse']:.1f}x per setting (aim >= 10x)"
+    )
     diff = max(np.abs(auroc[fast] - auroc["naive"]).max() for fast in ("kv_reuse", "batched"))
     print(f"same AUROC on all {len(settings)} settings: max |difference| {diff:.1e} -> {diff < 1e-3}")
-    print(f"same final residual: max |difference| {resid_diff:.1e} on values up to {scale:.0f} "
-          f"(relative {resid_diff / scale:.1e}); smallest ablation effect on the residual {effect:.1f}, so the check is not vacuous")
+    print(
+        f"same final residual: max |difference| {resid_diff:.1e} on values up to {scale:.0f} "
+        f"(relative {resid_diff / scale:.1e}); smallest ablation effect on the residual {effect:.1f}, "
+        "so the check is not vacuous"
+    )
     for (m, k, mode), a, b in zip(settings, auroc["kv_reuse"], auroc["naive"]):
         print(f"  {m:>28} {mode:>6}-top-k k={k:<4} AUROC kv_reuse {a:.4f}  naive {b:.4f}")
-    print("(the downstream AUROC barely moves with k here: one layer's MLP at one token carries little of what "
-          "the final-residual probe reads; see notebook 03)")
+    print(
+        "(the downstream AUROC barely moves with k here: one layer's MLP at one token carries little of what "
+        "the final-residual probe reads; see notebook 03)"
+    )
 
 
 if __name__ == "__main__":

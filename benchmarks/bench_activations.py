@@ -39,9 +39,11 @@ def main() -> None:
     concept = concepts.subsample(concepts.load_concept(args.concept), args.n // 2, seed=0)
     ids = activations.tokenize_last(bridge, list(concept.texts), 128)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batches = [activations.left_pad([ids[i] for i in order[s:s + args.batch_size]], activations._pad_id(bridge))
-               for s in range(0, len(ids), args.batch_size)]
-    all_hooks = [h.format(layer=l) for l in range(n_layers) for h in (activations.HIDDEN, activations.MLP_OUT)]
+    batches = [
+        activations.left_pad([ids[i] for i in order[s : s + args.batch_size]], activations._pad_id(bridge))
+        for s in range(0, len(ids), args.batch_size)
+    ]
+    all_hooks = [h.format(layer=layer) for layer in range(n_layers) for h in (activations.HIDDEN, activations.MLP_OUT)]
     shallow = [h.format(layer=args.shallow_layer) for h in (activations.HIDDEN, activations.MLP_OUT)]
 
     def plain() -> None:
@@ -51,8 +53,12 @@ def main() -> None:
 
     variants = {
         "plain HF forward (logits)": plain,
-        f"ours: all {n_layers} layers cached": lambda: activations.run_last_token(bridge, ids, all_hooks, args.batch_size),
-        f"ours: stop after layer {args.shallow_layer}": lambda: activations.run_last_token(bridge, ids, shallow, args.batch_size),
+        f"ours: all {n_layers} layers cached": lambda: activations.run_last_token(
+            bridge, ids, all_hooks, args.batch_size
+        ),
+        f"ours: stop after layer {args.shallow_layer}": lambda: activations.run_last_token(
+            bridge, ids, shallow, args.batch_size
+        ),
     }
     plain()  # warm-up: first calls allocate
     best = {name: float("inf") for name in variants}

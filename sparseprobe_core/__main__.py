@@ -1,64 +1,127 @@
-"""Command line: `python -m sparseprobe_core {rank,execute,manifest,clean-notebooks}`; see --help."""
+"""Command line: ``sparseprobe rank ...`` (also ``python -m sparseprobe_core``); see ``--help``.
+
+Exit status: 0 success, 1 a data or run-time error (one ``error:`` line saying what to fix), 2 a usage
+error (argparse's convention). The plumbing that ``run_all.sh`` calls (execute, check-concept) is not
+listed in the help.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import manifest, paths
+from . import __version__, paths
 
 METHOD_ALIASES = {"weighted": "sparse_prober_contribution"}
+# rankers whose score is only a position in an order; every other ranker's score is its own statistic
+_ORDER_ONLY = ("sparse_prober_",)
+
+
+def _method_names() -> list[str]:
+    from .rankers import RANKERS
+
+    # grad_x_act_model needs the model's own concept gradient, which a labelled text file does not give
+    return [*METHOD_ALIASES, *(m for m in RANKERS if m != "grad_x_act_model")]
 
 
 def _cmd_rank(args: argparse.Namespace) -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
     from . import activations, concepts, models, rankers, theory
 
     method = METHOD_ALIASES.get(args.method, args.method)
-    if method not in rankers.RANKERS:
-        raise ValueError(f"unknown method {args.method!r}; use weighted or one of: {', '.join(rankers.RANKERS)}")
-    if args.k <= 0:
-        raise ValueError(f"--k {args.k} must be a positive number of neurons")
     concept = concepts.load_concept(args.concept)
-    model = args.model or models.DEFAULT_MODEL
-    bridge = models.load_model(model)
-    info = models.model_info(bridge, model)
+    bridge = models.load_model(args.model)
+    info = models.model_info(bridge, args.model)
     layer = models.check_layer(info, args.layer)
     if args.k > info.d_mlp:
         raise ValueError(f"--k {args.k} exceeds the layer's {info.d_mlp} neurons; pass --k between 1 and {info.d_mlp}")
-    A, M = activations.layer_activations(bridge, model, concept.texts, [layer])[layer]
+    A, M = activations.layer_activations(bridge, args.model, concept.texts, [layer])[layer]
     W_out, b_out = models.writing_vectors(bridge, layer)
-    ctx = rankers.RankContext(A=A, y=concept.labels, W_out=W_out, b_out=b_out, M=M, seed=args.seed)
-    order = rankers.rank(method, ctx)[: args.k]
+    y = concept.labels
+    ctx = rankers.RankContext(A=A, y=y, W_out=W_out, b_out=b_out, M=M, seed=args.seed)
     scores = rankers.RANKERS[method](ctx)
-    w, _ = theory.fit_output_probe(M, concept.labels, seed=args.seed)
-    parts = theory.contribution_decomposition(A, W_out, w, concept.labels)
-    rows = [{"rank": r + 1, "neuron": int(i), "score": float(scores[i]), "writing_norm": float(parts.writing_norm[i]),
-             "alignment": float(parts.cos_theta[i])} for r, i in enumerate(order)]
+    top = rankers.rank(method, ctx)[: args.k]
+    w, _ = theory.fit_output_probe(M, y, seed=args.seed)
+    parts = theory.contribution_decomposition(A, W_out, w / np.linalg.norm(w), y)
+    shift = parts.mean_activation_by_class[1] - parts.mean_activation_by_class[0]
+    native = not method.startswith(_ORDER_ONLY)
+    rows = [
+        {
+            "rank": r + 1,
+            "neuron": int(i),
+            # the neuron's contribution to the class separation of the concept score along the unit
+            # output-probe direction d: (E[a_i|1] - E[a_i|0]) * (W_out[i] . d)
+            "contribution": float(shift[i] * parts.beta[i]),
+            "auroc": float(roc_auc_score(y, A[:, i])),  # the neuron alone; < 0.5: it falls with the concept
+            "delta_a": float(shift[i]),
+            "writing_norm": float(parts.writing_norm[i]),
+            "alignment": float(parts.cos_theta[i]),
+            **({"score": float(scores[i])} if native else {}),
+        }
+        for r, i in enumerate(top)
+    ]
     if args.json:
-        print(json.dumps({"concept": concept.name, "model": model, "layer": layer, "method": method, "neurons": rows}, indent=1))
+        import json
+
+        out = {"concept": concept.name, "model": args.model, "layer": layer, "method": method, "neurons": rows}
+        print(json.dumps(out, indent=1))
         return
-    print(f"top {args.k} neurons of layer {layer} for concept {concept.name!r} by {method} ({model})")
-    print(f"{'rank':>4} {'neuron':>6} {'score':>10} {'|W_out|':>8} {'cos':>6}")
+    print(
+        f"top {args.k} neurons of layer {layer} for concept {concept.name!r} by {method} ({args.model}, {len(y)} texts)"
+    )
+    print(
+        "contribution = class shift of the activation x its writing along the concept direction; "
+        "auroc = the neuron alone"
+    )
+    head = f"{'rank':>4} {'neuron':>6} {'contribution':>12} {'auroc':>6} {'delta_a':>8} {'|W_out|':>8} {'cos':>6}"
+    print(head + (f" {'score':>10}" if native else ""))
     for row in rows:
-        print(f"{row['rank']:>4} {row['neuron']:>6} {row['score']:>10.4g} {row['writing_norm']:>8.3f} {row['alignment']:>6.2f}")
+        line = (
+            f"{row['rank']:>4} {row['neuron']:>6} {row['contribution']:>12.4g} {row['auroc']:>6.3f} "
+            f"{row['delta_a']:>8.3g} {row['writing_norm']:>8.3f} {row['alignment']:>6.2f}"
+        )
+        print(line + (f" {row['score']:>10.4g}" if native else ""))
 
 
-def _cmd_manifest(args: argparse.Namespace) -> None:
-    notebooks = sorted(Path(p) for p in args.notebooks)
-    data = manifest.build_manifest(Path(args.records), notebooks)
-    out = Path(args.out)
-    manifest.write_json(out, data)
-    print(f"wrote {out.relative_to(paths.ROOT) if out.is_relative_to(paths.ROOT) else out}: {len(data['figures'])} figures")
+def _cmd_check_concept(args: argparse.Namespace) -> None:
+    """Validate a user's concept file and copy it to DEST (what run_all.sh --concept does first)."""
+    from . import concepts
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        concept = concepts.load_concept(args.file)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    counts = concept.labels.sum(), len(concept.labels) - concept.labels.sum()
+    print(f"{concept.name}: {len(concept)} texts ({counts[0]} label 1 / {counts[1]} label 0)", file=sys.stderr)
+    if args.copy_to:
+        dest = Path(args.copy_to)
+        paths.atomic_write(dest, lambda tmp: shutil.copyfile(args.file, tmp))
 
 
 @contextmanager
-def _kernel_stderr_to(path: Path):
-    """Send fd 2, which the kernels inherit, to `path` (their start-up chatter); restore it after."""
+def _terminal() -> Iterator:
+    """Keep a handle on the terminal while fd 2, which the kernels inherit, goes to a log."""
+    term = os.fdopen(os.dup(2), "w", buffering=1)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+@contextmanager
+def _fd2_to(path: Path) -> Iterator[None]:
+    """Send fd 2 (the kernels' start-up chatter) to `path`; restore it after."""
     sys.stderr.flush()
     saved = os.dup(2)
     with open(path, "ab") as log:
@@ -71,72 +134,122 @@ def _kernel_stderr_to(path: Path):
         os.close(saved)
 
 
+@contextmanager
+def _echo(path: Path, term) -> Iterator[None]:
+    """Copy what the notebooks write to the progress file (`progress.say`, `progress.bar`) to the terminal
+    as it arrives."""
+    stop = threading.Event()
+    path.touch()
+
+    def pump() -> None:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    term.write(chunk)
+                    term.flush()
+                elif stop.is_set():
+                    return
+                else:
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _cmd_execute(args: argparse.Namespace) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from . import manifest, progress
+
     stage = Path(args.stage).resolve()
-    os.environ["SPARSEPROBE_OUT_DIR"] = str(stage / "figures")  # the notebooks' kernels inherit it
+    os.environ["SPARSEPROBE_OUT_DIR"] = str(stage / "figures")  # the notebooks' kernels inherit these
+    os.environ[progress.ENV] = str(stage / "progress.log")
     params = dict(args.param)
-    for nb in map(Path, args.notebooks):
-        print(f"== {nb.name} (profile {params.get('profile', 'paper')})", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        try:
-            with _kernel_stderr_to(stage / "kernels.log"):
+    with _terminal() as term, _echo(stage / "progress.log", term), _fd2_to(stage / "kernels.log"):
+        for nb in map(Path, args.notebooks):
+            term.write(f"== {nb.name} (profile {params.get('profile', 'paper')})\n")
+            start = time.perf_counter()
+            try:
                 # "immediate": once the last cell has run, kill the kernel instead of letting it spend
                 # 2.5 s failing to SIGTERM the worker pool's resource tracker (which ignores SIGTERM)
-                papermill.execute_notebook(nb, stage / nb.name, parameters=params, cwd=str(nb.parent),
-                                           kernel_name="python3", progress_bar=False, shutdown_kernel="immediate")
-        except PapermillExecutionError as err:
-            reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
-            raise RuntimeError(f"{nb.name} failed at cell In [{err.exec_count}]: {err.ename}: {reason}") from None
-        print(f"   {nb.name} ran in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+                papermill.execute_notebook(
+                    nb,
+                    stage / nb.name,
+                    parameters=params,
+                    cwd=str(nb.parent),
+                    kernel_name="python3",
+                    progress_bar=False,
+                    shutdown_kernel="immediate",
+                )
+            except PapermillExecutionError as err:
+                reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
+                raise RuntimeError(f"{nb.name} failed at cell In [{err.exec_count}]: {err.ename}: {reason}") from None
+            term.write(f"   {nb.name} ran in {time.perf_counter() - start:.0f} s\n")
     executed = [stage / Path(nb).name for nb in args.notebooks]
     for nb in executed:
         manifest.clean_notebook(nb)
-    _cmd_manifest(argparse.Namespace(records=stage / "figures" / "records", out=stage / "figures" / "MANIFEST.json",
-                                     notebooks=args.notebooks))
+    data = manifest.build_manifest(stage / "figures" / "records", [Path(nb) for nb in args.notebooks])
+    manifest.write_json(stage / "figures" / manifest.MANIFEST, data)
 
 
-def _cmd_clean(args: argparse.Namespace) -> None:
-    for nb in args.notebooks:
-        manifest.clean_notebook(Path(nb))
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparseprobe",
+        description="Rank a layer's MLP neurons for a concept (the companion code of the paper 'Sparse Prober'). "
+        "The analysis itself runs as notebooks: ./run_all.sh.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="rank")
+    r = sub.add_parser("rank", help="print a layer's top neurons for a concept, with what each writes")
+    r.add_argument("--concept", required=True, help="a shipped concept name or a CSV file with columns text,label")
+    r.add_argument("--layer", required=True, type=int, help="the layer whose MLP neurons are ranked")
+    r.add_argument(
+        "--method",
+        default="weighted",
+        choices=_method_names(),
+        metavar="METHOD",
+        help="ranking method (default: weighted = sparse_prober_contribution, the paper's); one of: %(choices)s",
+    )
+    r.add_argument("--k", type=int, default=10, help="how many neurons to print (default: 10)")
+    r.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="an embedded model name or a TransformerBridge hub name (default: smollm2-135m)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the rankers' solvers (default: 0)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=_cmd_rank)
+    # plumbing for run_all.sh: added without help=, so `sparseprobe --help` does not list them
+    e = sub.add_parser("execute")
+    e.add_argument("--stage", required=True)
+    e.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    e.add_argument("notebooks", nargs="+")
+    e.set_defaults(func=_cmd_execute)
+    c = sub.add_parser("check-concept")
+    c.add_argument("file")
+    c.add_argument("--copy-to", default="")
+    c.set_defaults(func=_cmd_check_concept)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; errors print one line to stderr and return a non-zero code."""
-    parser = argparse.ArgumentParser(prog="python -m sparseprobe_core")
-    sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("rank", help="print a layer's top neurons for a concept")
-    r.add_argument("--concept", required=True, help="a shipped concept name or a CSV with columns text,label")
-    r.add_argument("--layer", required=True, type=int)
-    r.add_argument("--method", default="weighted", help="weighted (= sparse_prober_contribution) or any ranker name")
-    r.add_argument("--k", type=int, default=10, help="how many neurons to print")
-    # resolved in _cmd_rank, so the other commands never import torch and TransformerLens
-    r.add_argument("--model", default=None, help="a TransformerBridge model name (default: the embedded smollm2-135m)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.set_defaults(func=_cmd_rank)
-    e = sub.add_parser("execute", help="run notebooks in order with papermill, strip them, write their figure manifest")
-    e.add_argument("--stage", required=True, help="folder for the executed notebooks; figures go to STAGE/figures")
-    e.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a notebook parameter (a string), as papermill's -p")
-    e.add_argument("notebooks", nargs="+")
-    e.set_defaults(func=_cmd_execute)
-    m = sub.add_parser("manifest", help="merge notebook records into a figure manifest")
-    m.add_argument("--records", required=True)
-    m.add_argument("--out", required=True)
-    m.add_argument("notebooks", nargs="+")
-    m.set_defaults(func=_cmd_manifest)
-    c = sub.add_parser("clean-notebooks", help="strip timestamps and addresses from executed notebooks")
-    c.add_argument("notebooks", nargs="+")
-    c.set_defaults(func=_cmd_clean)
+    """Entry point; an error prints one `error:` line to stderr and returns 1 (data/run time) or 2 (usage)."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "k", 1) <= 0:
+        parser.error(f"--k {args.k} must be a positive number of neurons")
     try:
         args.func(args)
-    except (ValueError, RuntimeError, OSError) as err:  # ConceptError and ModelLoadError included
+    except (ValueError, RuntimeError, OSError) as err:  # ConceptError, ModelLoadError, PeerUnavailable included
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

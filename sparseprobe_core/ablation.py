@@ -11,7 +11,7 @@ Because only the last position is ablated, the downstream run reuses the clean k
 earlier positions and the clean residual entering the ablated layer (computed once), and pushes one
 token per example and setting through the layers from the ablated one on, several settings per pass.
 
-(i) scores m' through the reduction of PAPER.md: for the linear probe s = w.m + c,
+(i) scores m' through the reduction of claim 1: for the linear probe s = w.m + c,
 s(a') = sum_i a'_i beta_i + (w.b_out + c) with beta = W_out w. Ablated neurons contribute the
 constant fill_i beta_i, so keeping no neuron gives one identical score for every example
 (AUROC exactly 0.5) and each evaluation costs O(n d_mlp) instead of O(n d_mlp d_model).
@@ -31,7 +31,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tqdm.auto import tqdm
 
 from . import activations
 
@@ -46,8 +45,9 @@ def dense_probe(seed: int = 0, C: float = 1.0):
     on 160 x 5..1536 (measured); liblinear also penalises the intercept, which shifts every score by
     the same amount and so cannot change an AUROC.
     """
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=5000,
-                                                              random_state=seed))
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=5000, random_state=seed)
+    )
 
 
 def _linear_form(probe) -> tuple[np.ndarray, float]:
@@ -100,6 +100,8 @@ def curve_area(ks, values, d_mlp: int) -> float:
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and a Student-t confidence interval over independent seeds/splits (NaN bounds if < 2)."""
     v = np.asarray(values, dtype=float)
+    if len(v) == 0:  # e.g. no path reached k: nothing to average, and no warning in a claim cell
+        return float("nan"), float("nan"), float("nan")
     if len(v) < 2:
         return float(v.mean()), float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
@@ -120,12 +122,20 @@ class LayerData:
     b_out: np.ndarray
 
     @classmethod
-    def from_split(cls, A: np.ndarray, y: np.ndarray, split, W_out: np.ndarray, b_out: np.ndarray) -> "LayerData":
+    def from_split(cls, A: np.ndarray, y: np.ndarray, split, W_out: np.ndarray, b_out: np.ndarray) -> LayerData:
         """Cut (A, y) with a concepts.Split: train -> rankers and fills, val -> evaluators, test -> scores."""
         if len(split.val) == 0:
             raise ValueError("the split has no val part for the evaluators; use make_split(..., val_size=0.2)")
-        return cls(A[split.train], y[split.train], A[split.val], y[split.val], A[split.test], y[split.test],
-                   np.asarray(W_out, dtype=np.float64), np.asarray(b_out, dtype=np.float64))
+        return cls(
+            A[split.train],
+            y[split.train],
+            A[split.val],
+            y[split.val],
+            A[split.test],
+            y[split.test],
+            np.asarray(W_out, dtype=np.float64),
+            np.asarray(b_out, dtype=np.float64),
+        )
 
 
 class OutputEvaluator:
@@ -145,6 +155,7 @@ class OutputEvaluator:
         return self.A_test[:, keep] @ self.beta[keep] + const
 
     def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        """Test AUROC of the probe on the ablated MLP outputs."""
         return float(roc_auc_score(self.data.y_test, self.scores(keep, fill)))
 
 
@@ -183,7 +194,7 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-_SHORTCUT_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # per decoder
+_SHORTCUT_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()  # per decoder
 
 
 class DownstreamRunner:
@@ -206,8 +217,15 @@ class DownstreamRunner:
     another process kept the cores busy they were 2-3x slower (measured), so pass threads=1 there.
     """
 
-    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 16, threads: int | None = None,
-                 cache_as: str | None = None):
+    def __init__(
+        self,
+        bridge,
+        token_ids: list[list[int]],
+        layer: int,
+        batch_size: int = 16,
+        threads: int | None = None,
+        cache_as: str | None = None,
+    ):
         if min(len(x) for x in token_ids) < 2:
             raise ValueError("every text needs at least 2 tokens (a prefix and the probed token) for the KV-reuse run")
         if not 0 <= layer < bridge.cfg.n_layers:
@@ -220,15 +238,22 @@ class DownstreamRunner:
         # batches of texts of similar length waste little compute on padding; outputs are put back in input order
         by_length = np.argsort([len(x) for x in token_ids], kind="stable")
         self.restore = np.argsort(by_length)
-        texts = [[token_ids[i] for i in by_length[start:start + batch_size]] for start in range(0, len(token_ids), batch_size)]
+        texts = [
+            [token_ids[i] for i in by_length[start : start + batch_size]]
+            for start in range(0, len(token_ids), batch_size)
+        ]
         inputs = [activations.left_pad(t, activations._pad_id(bridge)) for t in texts]
         fresh = {}
         if layer and self.decoder not in _SHORTCUT_OK:
             fresh[0] = self._clean_pass(inputs[0])
-            _SHORTCUT_OK[self.decoder] = hasattr(self.decoder, "layers") and self._shortcut_matches(inputs[0], *fresh[0])
+            _SHORTCUT_OK[self.decoder] = hasattr(self.decoder, "layers") and self._shortcut_matches(
+                inputs[0], *fresh[0]
+            )
         self.start = layer if layer and _SHORTCUT_OK[self.decoder] else 0
-        self.batches = [(x, *(fresh[i] if i in fresh else self._prefix_state(x, t, cache_as)))
-                        for i, (x, t) in enumerate(zip(inputs, texts))]
+        self.batches = [
+            (x, *(fresh[i] if i in fresh else self._prefix_state(x, t, cache_as)))
+            for i, (x, t) in enumerate(zip(inputs, texts))
+        ]
 
     def _clean_pass(self, inputs) -> tuple:
         """One batch's clean run: the prefix keys/values (every layer) and the residual entering
@@ -253,9 +278,13 @@ class DownstreamRunner:
         stored = activations.read_arrays(path)
         if stored is None:
             cache, entry = self._clean_pass(inputs)
-            upper = list(cache)[self.start:]
-            activations.write_arrays(path, keys=np.stack([k.numpy() for k, _, _ in upper]),
-                                     values=np.stack([v.numpy() for _, v, _ in upper]), entry=entry.numpy())
+            upper = list(cache)[self.start :]
+            activations.write_arrays(
+                path,
+                keys=np.stack([k.numpy() for k, _, _ in upper]),
+                values=np.stack([v.numpy() for _, v, _ in upper]),
+                entry=entry.numpy(),
+            )
             return cache, entry
         keys, values = torch.from_numpy(stored["keys"]), torch.from_numpy(stored["values"])
         below = [(torch.zeros_like(keys[0]), torch.zeros_like(values[0]))] * self.start
@@ -289,8 +318,11 @@ class DownstreamRunner:
         n_rows, S = inputs["input_ids"].shape[0], len(group)
         repeated = copy.deepcopy(cache)
         repeated.batch_repeat_interleave(S)  # row i * S + j: text i under mask j
-        feed = (dict(input_ids=inputs["input_ids"][:, -1:].repeat_interleave(S, dim=0)) if start == 0
-                else dict(inputs_embeds=entry.repeat_interleave(S, dim=0)))
+        feed = (
+            dict(input_ids=inputs["input_ids"][:, -1:].repeat_interleave(S, dim=0))
+            if start == 0
+            else dict(inputs_embeds=entry.repeat_interleave(S, dim=0))
+        )
         out: list[np.ndarray] = []
         hooks = self._hooks(np.tile(group, (n_rows, 1)), fill, out)
         layers = self.decoder.layers if start else None
@@ -298,15 +330,21 @@ class DownstreamRunner:
             if start:
                 self.decoder.layers = torch.nn.ModuleList(list(layers)[start:])  # each keeps its cache index
             with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=hooks):
-                self.decoder(**feed, attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
-                             position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
-                             past_key_values=repeated, use_cache=True)
+                self.decoder(
+                    **feed,
+                    attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
+                    position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
+                    past_key_values=repeated,
+                    use_cache=True,
+                )
         finally:
             if start:
                 self.decoder.layers = layers
         if len(out) != 1:
-            raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for one batch; "
-                               "the bridge's hooks did not run inside the HF model")
+            raise RuntimeError(
+                f"the read hook {self.read} fired {len(out)} times for one batch; "
+                "the bridge's hooks did not run inside the HF model"
+            )
         return out[0].reshape(n_rows, S, -1)
 
     def final_resid(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -323,7 +361,7 @@ class DownstreamRunner:
         """
         per_mask: list[list[np.ndarray]] = [[] for _ in keeps]
         for first in range(0, len(keeps), chunk):
-            group = np.stack([np.asarray(k, dtype=bool) for k in keeps[first:first + chunk]])
+            group = np.stack([np.asarray(k, dtype=bool) for k in keeps[first : first + chunk]])
             for batch in self.batches:
                 resid = self._final_resid_batch(*batch, group, fill, self.start)
                 for j in range(len(group)):
@@ -336,28 +374,33 @@ class DownstreamRunner:
         hooks = self._hooks(keep, fill, out)
         with torch.no_grad(), torch_threads(self.threads):
             for inputs, _, _ in self.batches:
-                self.bridge.run_with_hooks(inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                           position_ids=inputs["position_ids"], fwd_hooks=hooks)
+                self.bridge.run_with_hooks(
+                    inputs["input_ids"],
+                    attention_mask=inputs["attention_mask"],
+                    position_ids=inputs["position_ids"],
+                    fwd_hooks=hooks,
+                )
         return np.concatenate(out)[self.restore]
 
 
 class DownstreamEvaluator:
     """(ii) AUROC of a final-residual probe (fitted on the clean fit split) under ablation of `layer`."""
 
-    def __init__(self, runner: DownstreamRunner, resid_fit: np.ndarray, y_fit: np.ndarray, y_test: np.ndarray,
-                 seed: int = 0, naive: bool = False):
+    def __init__(
+        self, runner: DownstreamRunner, resid_fit: np.ndarray, y_fit: np.ndarray, y_test: np.ndarray, seed: int = 0
+    ):
         if len(y_test) != runner.n:
             raise ValueError(f"y_test has {len(y_test)} labels but the runner holds {runner.n} test texts")
-        self.runner, self.y_test, self.naive = runner, np.asarray(y_test), naive
+        self.runner, self.y_test = runner, np.asarray(y_test)
         self.probe = dense_probe(seed).fit(resid_fit, y_fit)
 
     def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        """Test AUROC of the final-residual probe with the layer ablated by one mask."""
         return self.many([keep], fill)[0]
 
     def many(self, keeps: list[np.ndarray], fill: np.ndarray) -> list[float]:
         """AUROC under each keep mask (one fill); the masks share forward passes (`final_resid_many`)."""
-        resid = ([self.runner.final_resid_naive(k, fill) for k in keeps] if self.naive
-                 else self.runner.final_resid_many(keeps, fill))
+        resid = self.runner.final_resid_many(keeps, fill)
         return [float(roc_auc_score(self.y_test, self.probe.decision_function(r))) for r in resid]
 
 
@@ -369,6 +412,7 @@ class Memo:
         self.evaluate, self.cache, self.calls = evaluate, {}, 0
 
     def __call__(self, keep: np.ndarray, fill: np.ndarray) -> float:
+        """The wrapped evaluation of this mask and fill, computed on first sight only."""
         key = (np.packbits(keep).tobytes(), np.asarray(fill, dtype=np.float64).tobytes())
         if key not in self.cache:
             self.calls += 1
@@ -386,8 +430,16 @@ def evaluate_masks(evaluate_many, masks: dict, fill: np.ndarray) -> dict:
     return {name: scores[np.packbits(keep).tobytes()] for name, keep in masks.items()}
 
 
-def ablation_curve(order: np.ndarray, ks, mode: str, fill: np.ndarray, evaluate, desc: str = "") -> np.ndarray:
+def ablation_curve(order: np.ndarray, ks, mode: str, fill: np.ndarray, evaluate) -> np.ndarray:
     """AUROC for each k of the grid: `evaluate(keep_mask, fill)` after keeping/removing the top-k of `order`."""
-    # no bar without a desc; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
-    return np.array([evaluate(kept_neurons(order, int(k), mode), fill)
-                     for k in (tqdm(ks, desc=desc, leave=False) if desc else ks)])
+    return np.array([evaluate(kept_neurons(order, int(k), mode), fill) for k in ks])
+
+
+def downstream_texts(test: np.ndarray, y: np.ndarray, token_ids: list[list[int]], n: int, seed: int) -> np.ndarray:
+    """The test rows run downstream: a seeded, class-balanced subsample of `test` (n // 2 per class, fewer
+    if a class has fewer), sorted, of texts with at least 2 tokens (a prefix and the probed token,
+    which the KV-reuse run of `DownstreamRunner` needs)."""
+    rng = np.random.default_rng(seed)
+    test = np.asarray(test)
+    usable = test[[len(token_ids[i]) >= 2 for i in test]]
+    return np.sort(np.concatenate([rng.permutation(usable[y[usable] == v])[: n // 2] for v in (0, 1)]))

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from . import paths
+from . import paths, progress
 
 HIDDEN = "blocks.{layer}.mlp.hook_post"
 MLP_OUT = "blocks.{layer}.hook_mlp_out"
@@ -37,7 +34,8 @@ def tokenize_last(bridge, texts: list[str], max_tokens: int) -> list[list[int]]:
     too_long = sum(len(x) > max_tokens for x in ids)
     if too_long:
         warnings.warn(
-            f"{too_long} text(s) exceed {max_tokens} tokens; kept their last {max_tokens} tokens so the probed token stays",
+            f"{too_long} text(s) exceed {max_tokens} tokens; "
+            f"kept their last {max_tokens} tokens so the probed token stays",
             stacklevel=2,
         )
     return [x[-max_tokens:] for x in ids]
@@ -49,8 +47,8 @@ def left_pad(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, x in enumerate(batch):
-        ids[row, width - len(x):] = torch.tensor(x)
-        mask[row, width - len(x):] = 1
+        ids[row, width - len(x) :] = torch.tensor(x)
+        mask[row, width - len(x) :] = 1
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
@@ -74,14 +72,16 @@ def run_last_token(bridge, token_ids: list[list[int]], hooks: list[str], batch_s
     out = {h: [] for h in hooks}
     wanted = set(hooks)
     batches = range(0, len(order), batch_size)
-    # a bar only for long runs; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
-    for start in tqdm(batches, desc=f"activations (layers < {stop})", leave=False) if len(batches) >= 4 else batches:
-        rows = order[start:start + batch_size]
+    for start in progress.bar(batches, f"activations (layers < {stop})") if len(batches) >= 4 else batches:
+        rows = order[start : start + batch_size]
         inputs = left_pad([token_ids[i] for i in rows], _pad_id(bridge))
         with torch.no_grad():
             _, cache = bridge.run_with_cache(
-                inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"],
-                names_filter=lambda n: n in wanted, stop_at_layer=stop,
+                inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                position_ids=inputs["position_ids"],
+                names_filter=lambda n: n in wanted,
+                stop_at_layer=stop,
             )
         for h in hooks:
             out[h].append(cache[h][:, -1].float().numpy())
@@ -120,15 +120,12 @@ def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
 
 def write_arrays(path: Path, **arrays: np.ndarray) -> None:
     """Write a cache entry atomically: a killed run leaves either the old entry or none, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
             np.savez(f, **arrays, sha256=_digest(arrays))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    paths.atomic_write(path, write)
 
 
 def cache_path(model_name: str, token_ids: list[list[int]], what: str) -> Path:
@@ -147,8 +144,16 @@ def _read(path: Path, n: int) -> np.ndarray | None:
     return arrays["acts"]
 
 
-def collect(bridge, model_name: str, texts: list[str], hooks: list[str], *, max_tokens: int = 128,
-            batch_size: int = 32, use_cache: bool = True) -> dict[str, np.ndarray]:
+def collect(
+    bridge,
+    model_name: str,
+    texts: list[str],
+    hooks: list[str],
+    *,
+    max_tokens: int = 128,
+    batch_size: int = 32,
+    use_cache: bool = True,
+) -> dict[str, np.ndarray]:
     """Last-token activations for every hook, read from the disk cache or computed in one forward pass."""
     token_ids = tokenize_last(bridge, list(texts), max_tokens)
     files = {h: cache_path(model_name, token_ids, h) for h in hooks}
@@ -163,14 +168,15 @@ def collect(bridge, model_name: str, texts: list[str], hooks: list[str], *, max_
     return {h: found[h] for h in hooks}
 
 
-def layer_activations(bridge, model_name: str, texts, layers: list[int], *, final_resid: bool = False,
-                      **kw) -> dict[int | str, tuple[np.ndarray, np.ndarray] | np.ndarray]:
+def layer_activations(
+    bridge, model_name: str, texts, layers: list[int], *, final_resid: bool = False, **kw
+) -> dict[int | str, tuple[np.ndarray, np.ndarray] | np.ndarray]:
     """`{layer: (A, M)}`: hidden activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token,
     plus the final-layer residual (n, d_model) under the key "final" when `final_resid`."""
-    hooks = [name.format(layer=l) for l in layers for name in (HIDDEN, MLP_OUT)]
+    hooks = [name.format(layer=layer) for layer in layers for name in (HIDDEN, MLP_OUT)]
     final = RESID_POST.format(layer=bridge.cfg.n_layers - 1)
     acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []), **kw)
-    out: dict = {l: (acts[HIDDEN.format(layer=l)], acts[MLP_OUT.format(layer=l)]) for l in layers}
+    out: dict = {layer: (acts[HIDDEN.format(layer=layer)], acts[MLP_OUT.format(layer=layer)]) for layer in layers}
     if final_resid:
         out["final"] = acts[final]
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def resolve(concept: str | Path) -> Path:
         if (folder / f"{concept}.csv").is_file():
             return folder / f"{concept}.csv"
     raise ConceptError(
-        f"unknown concept {str(concept)!r}; pass a CSV path or one of: {', '.join(shipped_concepts()) or '(none built: run ./run_all.sh --setup-only)'}"
+        f"unknown concept {str(concept)!r}; pass a CSV path or one of: "
+        + (", ".join(shipped_concepts()) or "(none built: run ./run_all.sh --setup-only)")
     )
 
 
@@ -71,37 +73,68 @@ def _fail(path: Path, what: str) -> None:
     raise ConceptError(f"{path}: {what}")
 
 
+def _label(value: str) -> int | None:
+    """0 or 1 from a label cell ("1", "0", and pandas' "1.0" / "0.0"); None for anything else."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if number in (0.0, 1.0) else None
+
+
 def parse_concept(raw: bytes, path: Path) -> tuple[list[str], np.ndarray]:
-    """Validate the bytes of a concept CSV and return texts and labels, or raise a one-line ConceptError."""
+    """Validate the bytes of a concept CSV and return texts and labels, or raise a one-line ConceptError.
+
+    The header is matched case-insensitively (`Text,Label` works); labels may be written 0/1 or 0.0/1.0.
+    Rows repeated exactly (same text, same label) are dropped with one warning giving their count;
+    the same text under both labels is an error (it would leak across train/test splits)."""
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         _fail(path, f"is not UTF-8 (bad byte at offset {err.start}); re-save the file as UTF-8")
     reader = csv.DictReader(io.StringIO(content, newline=""))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    columns = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
     if "text" not in columns or "label" not in columns:
-        _fail(path, f"needs columns 'text,label' but has {columns}; put a header line `text,label` first")
+        _fail(
+            path, f"needs columns 'text,label' but has {reader.fieldnames or []}; put a header line `text,label` first"
+        )
     texts, labels = [], []
+    first: dict[str, tuple[int, int]] = {}  # text -> (line, label) of its first row
+    repeated = 0
     for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): v for k, v in row.items()}
-        text, label = row.get("text"), (row.get("label") or "").strip()
+        row = {(k or "").strip().lower(): v for k, v in row.items()}
+        text, raw_label = row.get("text"), (row.get("label") or "").strip()
         if text is None or not text.strip():
             _fail(path, f"line {line} has an empty text; remove the row or fill it in")
-        if label not in ("0", "1"):
-            _fail(path, f"line {line} has label {label!r}; labels must be 0 or 1")
+        label = _label(raw_label)
+        if label is None:
+            _fail(path, f"line {line} has label {raw_label!r}; labels must be 0 or 1")
+        if text in first:
+            earlier, earlier_label = first[text]
+            if earlier_label != label:
+                _fail(
+                    path,
+                    f"lines {earlier} and {line} have the same text with labels 0 and 1; "
+                    "a text can have one label only: fix or remove one of them",
+                )
+            repeated += 1
+            continue
+        first[text] = (line, label)
         texts.append(text)
-        labels.append(int(label))
+        labels.append(label)
+    if not texts:
+        _fail(path, "has no rows, only a header; add examples of both labels 0 and 1")
+    if repeated:
+        warnings.warn(f"{path.name}: dropped {repeated} repeated row(s) (same text and label)", stacklevel=3)
     y = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(y, minlength=2)
     if counts.min() == 0:
-        _fail(path, f"has only one class (label {int(y[0]) if len(y) else '?'}); a probe needs examples of both 0 and 1")
+        _fail(path, f"has only one class (label {int(y[0])}); a probe needs examples of both 0 and 1")
     if counts.min() < MIN_PER_CLASS:
-        _fail(path, f"has {counts[0]} examples of class 0 and {counts[1]} of class 1; give at least {MIN_PER_CLASS} of each")
-    seen: dict[str, int] = {}
-    for i, text in enumerate(texts):
-        if text in seen:
-            _fail(path, f"rows {seen[text] + 2} and {i + 2} have the same text, which would leak across train/test splits; remove duplicates")
-        seen[text] = i
+        _fail(
+            path,
+            f"has {counts[0]} examples of class 0 and {counts[1]} of class 1; give at least {MIN_PER_CLASS} of each",
+        )
     return texts, y
 
 
@@ -121,10 +154,10 @@ def subsample(concept: Concept, n_per_class: int | None, seed: int) -> Concept:
     if n_per_class is None:
         return concept
     rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([
-        rng.permutation(np.flatnonzero(concept.labels == c))[:n_per_class] for c in (0, 1)
-    ]))
-    return Concept(concept.name, concept.path, tuple(concept.texts[i] for i in keep), concept.labels[keep], concept.sha256)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(concept.labels == c))[:n_per_class] for c in (0, 1)]))
+    return Concept(
+        concept.name, concept.path, tuple(concept.texts[i] for i in keep), concept.labels[keep], concept.sha256
+    )
 
 
 def make_split(y: np.ndarray, seed: int, test_size: float = 0.3, val_size: float = 0.0) -> Split:

@@ -1,43 +1,127 @@
-"""One run configuration, built from a notebook's papermill parameters and a named profile."""
+"""One run configuration: every knob an analysis uses, built from a notebook's papermill parameters
+and a named profile, and recorded beside every figure it writes (``RunConfig.record``).
+
+Notebooks read their settings from here and nowhere else; worker processes get them as arguments
+(e.g. ``RankContext.settings``), never from module-level constants, so a setting changed in a
+notebook reaches every process that uses it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import paths
-from .concepts import shipped_concepts
+from .concepts import Concept, Split, load_concept, make_split, shipped_concepts, subsample
 from .models import DEFAULT_MODEL
 
+
+@dataclass(frozen=True)
+class RankerSettings:
+    """Regularisation of the probe-based neuron rankers (``rankers.py``), one value per knob.
+
+    The rankers receive this object inside their ``RankContext``; nothing in ``rankers.py`` reads a
+    module-level setting, so a worker process ranks with exactly the values of the notebook's config.
+    """
+
+    dense_l2_C: float = 1.0  # |w| of the dense L2 probe, and the output-probe direction of grad x act
+    l1_probe_C: float = 0.1  # L1 probe on standardised activations
+    elastic_net_C: float = 0.1
+    elastic_net_l1_ratio: float = 0.5
+    prober_C: float = 1.0  # the sparse prober's single fit (when prober_k is None)
+    prober_k: int | None = None  # or a target number of neurons (C found by bisection)
+
+
 # `paper` is the full run behind the committed figures; `ci` is the same code on less data, small
-# enough for the test suite. Layers are given as fractions of depth so a profile fits any model.
+# enough for the test suite. Layers are fractions of depth so that a profile fits any model.
 PROFILES: dict[str, dict] = {
-    "paper": dict(n_per_class=400, n_seeds=3, layer_fractions=None, rank_layer_fraction=0.5,
-                  k_grid=(1, 2, 5, 10, 20, 50, 100, 200, 500), downstream=True),
-    "ci": dict(n_per_class=60, n_seeds=2, layer_fractions=(0.25, 0.5, 0.75), rank_layer_fraction=0.5,
-               k_grid=(1, 5, 20, 100, 500), downstream=True),
+    "paper": dict(
+        n_per_class=400,
+        n_seeds=3,
+        layer_fractions=None,
+        k_grid=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+        downstream_k=(10, 100),
+        downstream_n_test=32,
+        use_n_test=64,
+        probe_sweep_points=5,
+        scope_step=3,
+        require_peers=True,
+    ),
+    "ci": dict(
+        n_per_class=60,
+        n_seeds=2,
+        layer_fractions=(0.25, 0.5, 0.75),
+        k_grid=(1, 5, 20, 100, 500),
+        downstream_k=(5, 100),
+        downstream_n_test=24,
+        use_n_test=24,
+        probe_sweep_points=None,
+        scope_step=1,
+        require_peers=False,
+    ),
 }
 CI_CONCEPTS = ("python_number", "python_string")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a notebook's analysis depends on; recorded beside every figure it writes."""
+    """Everything a notebook's analysis depends on; recorded beside every figure it writes.
 
+    Fields without a default come from the notebook's parameters and the profile; the others are
+    the same in every profile and can be changed for one run with ``make_config(settings={...})``.
+    """
+
+    # what is analysed
     profile: str
     model: str
-    concepts: tuple[str, ...]
-    layers: tuple[int, ...] | None
+    concepts: tuple[str, ...]  # names, as shown in tables and figures
+    concept_files: tuple[str, ...]  # the CSV of each concept, relative to the repository when inside it
+    layers: tuple[int, ...] | None  # explicit layers, or None for the profile's
     seed: int
     out_dir: Path
+    # data and splits (train / val / test fractions; val is the evaluators' own "fit" split)
     n_per_class: int | None
     n_seeds: int
-    rank_layer_fraction: float
+    # layers: notebook 01 sweeps `layer_fractions` of depth (None = every layer); notebook 02's layer
+    # sweep keeps `probe_sweep_points` evenly spaced layers of that sweep (None = all of them) plus the
+    # rank layer; notebook 04's sweep keeps every `scope_step`-th layer, aligned with the rank layer
+    layer_fractions: tuple[float, ...] | None
+    probe_sweep_points: int | None
+    scope_step: int
+    # ranking comparison (notebook 03): k grid of (i) and (iii); (ii) downstream on fewer k and texts
     k_grid: tuple[int, ...]
-    downstream: bool
-    layer_fractions: tuple[float, ...] | None = field(default=None)
+    downstream_k: tuple[int, ...]
+    downstream_n_test: int
+    # limitations (notebook 04): balanced test texts run downstream in "activation is not use"
+    use_n_test: int
+    require_peers: bool  # a peer (NeuroX, TransformerLens) that cannot run is an error, not a skip
+    downstream: bool = True
+    test_size: float = 0.3
+    val_size: float = 0.2
+    rank_layer_fraction: float = 0.5
+    max_tokens: int = 128  # texts keep their last max_tokens tokens (the probed token is the last)
+    # the prober's regularisation path (notebooks 02 and 04)
+    n_strengths: int = 20
+    c_max_ratio: float = 1000.0
+    k_curve_max: int = 200  # notebook 02: AUROC-vs-k curves are read at 16 log-spaced k up to this
+    k_area: tuple[int, ...] = (1, 2, 5, 10, 20, 50)  # notebook 02: area = mean AUROC over these k
+    sweep_k: int = 10  # notebook 02's layer sweep: probes of exactly this many neurons
+    n_top: int = 8  # notebook 02: neurons per concept in the logit-lens table
+    # notebook 04
+    k_remove: int = 50  # size of each removed set in "activation is not use"
+    keep_ks: tuple[int, ...] = (10, 50)  # keep-top-k of the layer-scope comparison
+    min_control_minority: float = 0.25  # a control task whose minority class is rarer is not reported
+    measurable: float = 0.05  # downstream: the whole layer must move the concept signal this much
+    distributed_concept: str = "sentiment"  # the concept expected to be spread over many neurons
+    # notebook 01's planted layers (theory.planted_mlp) and the number of seeds they are drawn with
+    planted: tuple[tuple[str, int], ...] = (("n", 1000), ("d_mlp", 512), ("d_model", 64), ("k_true", 32))
+    planted_seeds: int = 5
+    rankers: RankerSettings = field(default_factory=RankerSettings)
 
     def record(self) -> dict:
         """JSON-ready parameters, as written into the figure manifest."""
@@ -45,6 +129,7 @@ class RunConfig:
         del d["out_dir"]  # a staging folder, not a parameter of the result
         return json.loads(json.dumps(d, default=str))
 
+    # -- layers -----------------------------------------------------------------------------------
     def layers_for(self, n_layers: int) -> list[int]:
         """The layers a layer sweep visits: explicit ones, the profile's fractions of depth, or all."""
         if self.layers:
@@ -57,15 +142,52 @@ class RunConfig:
         """The single layer where rankings are compared (the first explicit layer, else mid-depth)."""
         return self.layers[0] if self.layers else round(self.rank_layer_fraction * (n_layers - 1))
 
+    def probe_sweep_layers(self, n_layers: int) -> list[int]:
+        """Notebook 02's layer sweep: `probe_sweep_points` evenly spaced layers of the sweep, and the rank
+        layer (explicit layers are used as given)."""
+        sweep = self.layers_for(n_layers)
+        if self.layers or self.probe_sweep_points is None or len(sweep) <= self.probe_sweep_points:
+            return sweep
+        idx = np.linspace(0, len(sweep) - 1, self.probe_sweep_points).round().astype(int)
+        return sorted({sweep[i] for i in idx} | {self.rank_layer(n_layers)})
+
+    def scope_layers(self, n_layers: int) -> list[int]:
+        """Notebook 04's layer sweep: every `scope_step`-th layer of the sweep, aligned so that the rank
+        layer is on the grid (explicit layers are used as given)."""
+        rank = self.rank_layer(n_layers)
+        sweep = self.layers_for(n_layers)
+        if not self.layers:
+            sweep = [layer for layer in sweep if (layer - rank) % self.scope_step == 0]
+        return sorted(set(sweep) | {rank})
+
+    # -- splits -----------------------------------------------------------------------------------
+    def split(self, y: np.ndarray, s: int = 0) -> Split:
+        """Split number `s` of a concept: stratified train / val / test, seeded by ``seed + s``."""
+        return make_split(y, seed=self.seed + s, test_size=self.test_size, val_size=self.val_size)
+
+    def splits(self, y: np.ndarray) -> list[Split]:
+        """The profile's `n_seeds` splits of a concept (the independent re-splits of its rows)."""
+        return [self.split(y, s) for s in range(self.n_seeds)]
+
+    # -- data -------------------------------------------------------------------------------------
+    def concept(self, name: str) -> Concept:
+        """Concept `name` of this run, read from its file and subsampled to `n_per_class` per class (seeded)."""
+        file = Path(self.concept_files[self.concepts.index(name)])
+        if file.suffix == ".csv" and not file.is_absolute():
+            file = paths.ROOT / file  # recorded relative to the repository; notebooks run in notebooks/
+        return subsample(load_concept(file), self.n_per_class, self.seed)
+
 
 def _parse_layers(layers: str | int | list | tuple | None) -> tuple[int, ...] | None:
     if layers in (None, "", []):
         return None
-    items = str(layers).replace(" ", "").split(",") if isinstance(layers, (str, int)) else list(layers)
+    items = str(layers).replace(" ", "").split(",") if isinstance(layers, str | int) else list(layers)
     try:
         return tuple(int(x) for x in items)
     except ValueError:
-        raise ValueError(f"layers={layers!r} is not a comma-separated list of integers; write e.g. layers='10,15'") from None
+        raise ValueError(
+            f"layers={layers!r} is not a comma-separated list of integers; write e.g. layers='10,15'"
+        ) from None
 
 
 def _out_dir(out_dir: str, profile: str, concept: str) -> Path:
@@ -79,33 +201,74 @@ def _out_dir(out_dir: str, profile: str, concept: str) -> Path:
     return paths.ROOT / "runs" / (Path(str(concept).split(",")[0]).stem if concept else profile) / "figures"
 
 
-def make_config(profile: str = "paper", model: str = DEFAULT_MODEL, concept: str = "", layers="",
-                seed: int = 0, out_dir: str = "") -> RunConfig:
-    """Build a RunConfig from papermill parameters; unknown profiles fail with the valid names."""
+def _shown(file: str) -> str:
+    """A concept file as recorded: relative to the repository when inside it (run_all.sh copies a
+    user's file into runs/<name>/ first, so no personal path reaches a notebook or the manifest)."""
+    path = Path(file)
+    if path.is_absolute() and path.resolve().is_relative_to(paths.ROOT):
+        return str(path.resolve().relative_to(paths.ROOT))
+    return file
+
+
+def make_config(
+    profile: str = "paper",
+    model: str = DEFAULT_MODEL,
+    concept: str = "",
+    layers="",
+    seed: int = 0,
+    out_dir: str = "",
+    settings: dict | None = None,
+) -> RunConfig:
+    """Build a RunConfig from papermill parameters; `settings` overrides any other field for this run
+    (``{"k_remove": 30, "rankers": {"l1_probe_C": 0.05}}``). `concept`: "" (the profile's concepts),
+    shipped names or CSV paths, comma-separated; a relative path is relative to the repository root.
+    Unknown profiles or settings fail in one line naming the valid ones."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of: {', '.join(PROFILES)}")
     if concept:
-        concepts = tuple(c.strip() for c in str(concept).split(",") if c.strip())
-    elif profile == "ci":
-        concepts = CI_CONCEPTS
+        files = tuple(_shown(c.strip()) for c in str(concept).split(",") if c.strip())
+        concepts = tuple(Path(f).stem for f in files)
     else:
-        concepts = tuple(shipped_concepts())
-    p = PROFILES[profile]
-    return RunConfig(
-        profile=profile, model=model, concepts=concepts, layers=_parse_layers(layers), seed=int(seed),
-        out_dir=_out_dir(out_dir, profile, concept), n_per_class=p["n_per_class"], n_seeds=p["n_seeds"],
-        rank_layer_fraction=p["rank_layer_fraction"], k_grid=tuple(p["k_grid"]), downstream=p["downstream"],
-        layer_fractions=p["layer_fractions"],
+        concepts = CI_CONCEPTS if profile == "ci" else tuple(shipped_concepts())
+        files = concepts
+    cfg = RunConfig(
+        profile=profile,
+        model=model,
+        concepts=concepts,
+        concept_files=files,
+        layers=_parse_layers(layers),
+        seed=int(seed),
+        out_dir=_out_dir(out_dir, profile, concepts[0] if concept else ""),
+        **PROFILES[profile],
     )
+    return with_settings(cfg, settings or {})
+
+
+def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
+    """`cfg` with some fields replaced; a nested dict updates `rankers`. Unknown names fail in one line."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    changes = dict(settings)
+    if isinstance(changes.get("rankers"), dict):
+        ranker_names = {f.name for f in dataclasses.fields(RankerSettings)}
+        bad = sorted(set(changes["rankers"]) - ranker_names)
+        if bad:
+            raise ValueError(f"unknown ranker setting(s) {', '.join(bad)}; valid: {', '.join(sorted(ranker_names))}")
+        changes["rankers"] = dataclasses.replace(cfg.rankers, **changes["rankers"])
+    for name, value in changes.items():
+        if isinstance(value, list):
+            changes[name] = tuple(value)  # papermill/YAML give lists; the config is immutable
+    return dataclasses.replace(cfg, **changes)
 
 
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (every random draw in the core also takes `seed`)."""
     import random
 
-    import numpy as np
     import torch
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (libraries that draw from the legacy global generator)
     torch.manual_seed(seed)

@@ -27,8 +27,7 @@ def control_labels(token_ids: np.ndarray, y: np.ndarray, seed: int) -> np.ndarra
     """
     token_ids, y = np.asarray(token_ids), np.asarray(y)
     if token_ids.shape != y.shape or token_ids.ndim != 1:
-        raise ValueError(f"token_ids has shape {token_ids.shape} and y {y.shape}; pass one probed "
-                         "token id per example")
+        raise ValueError(f"token_ids has shape {token_ids.shape} and y {y.shape}; pass one probed token id per example")
     types, inverse, counts = np.unique(token_ids, return_inverse=True, return_counts=True)
     order = np.random.default_rng(seed).permutation(len(types))
     before = np.cumsum(counts[order]) - counts[order]
@@ -36,13 +35,14 @@ def control_labels(token_ids: np.ndarray, y: np.ndarray, seed: int) -> np.ndarra
     label_of_type[order] = (before + counts[order] / 2 < int(np.sum(y == 1))).astype(np.int64)
     labels = label_of_type[inverse]
     if labels.min() == labels.max():
-        raise ValueError(f"the {len(types)} distinct probed tokens give the control task one class "
-                         "only; it needs a concept whose examples end in varied tokens")
+        raise ValueError(
+            f"the {len(types)} distinct probed tokens give the control task one class "
+            "only; it needs a concept whose examples end in varied tokens"
+        )
     return labels
 
 
-def loud_idle_neurons(A: np.ndarray, W_out: np.ndarray, direction: np.ndarray, k: int
-                      ) -> np.ndarray:
+def loud_idle_neurons(A: np.ndarray, W_out: np.ndarray, direction: np.ndarray, k: int) -> np.ndarray:
     """The k neurons with the largest mean |a_i| among the half with the smallest |W_out[i] . d|.
 
     "Loud but idle": highly active, yet writing little along the concept direction d (small
@@ -51,7 +51,8 @@ def loud_idle_neurons(A: np.ndarray, W_out: np.ndarray, direction: np.ndarray, k
     beta = np.abs(np.asarray(W_out) @ (np.asarray(direction) / np.linalg.norm(direction)))
     idle = np.flatnonzero(beta <= np.median(beta))
     if not 1 <= k <= len(idle):
-        raise ValueError(f"k={k} but only {len(idle)} neurons are in the low-|W_out . d| half; pass "
-                         f"1 <= k <= {len(idle)}")
+        raise ValueError(
+            f"k={k} but only {len(idle)} neurons are in the low-|W_out . d| half; pass 1 <= k <= {len(idle)}"
+        )
     loudness = np.abs(np.asarray(A)).mean(axis=0)[idle]
     return idle[np.argsort(-loudness, kind="stable")[:k]]

@@ -1,15 +1,25 @@
-"""The figure manifest: which notebook, parameters, code and data made each figure, and is it current.
+"""The figure manifest: which notebook, parameters, code and data made each figure, whether it is
+current, and whether a rerun reproduces its numbers.
 
-`run_all.sh` calls `python -m sparseprobe_core manifest` after every notebook succeeded. A test
-recomputes the hashes and fails when a notebook or core file changed after the figures were made.
+`run_all.sh` writes it after every notebook succeeded. A test recomputes the hashes and fails when a
+notebook or core module changed after the figures were made. Hashes are of the code's syntax tree
+(docstrings dropped; comments never reach it), so editing prose does not make figures stale.
+
+**Reproduction.** On the same machine a rerun gives the same numbers bit for bit (fixed seeds, the
+same float kernels). On another machine, BLAS and SIMD kernels sum in a different order, so floats
+differ in their last digits and a fit or a rank near a tie can move slightly: `compare_numbers`
+checks a rerun against a reference with the tolerances of ``TOLERANCES``.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import math
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -20,11 +30,41 @@ from .concepts import resolve
 MANIFEST = "MANIFEST.json"
 _VOLATILE = re.compile(r"0x[0-9a-fA-F]{6,}")
 
+# ---------------------------------------------------------------------------------------------
+# hashes: what a figure depends on
+# ---------------------------------------------------------------------------------------------
+
+
+def code_hash(source: str) -> str:
+    """sha256 of a Python source's syntax tree without docstrings (comments are not in the tree),
+    so only edits that can change what the code computes change the hash. Unparseable text (e.g. a
+    cell with IPython magics) is hashed as it is."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return hashlib.sha256(source.encode()).hexdigest()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
 
 def notebook_source_hash(path: Path) -> str:
-    """sha256 of a notebook's cell sources (markdown and code, not outputs, not papermill's injected cell)."""
+    """Hash of a notebook's code cells (their syntax trees; not markdown, not outputs, not papermill's
+    injected parameters, which the manifest records separately)."""
     nb = nbformat.read(path, as_version=4)
-    cells = [c.source for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    cells = [
+        code_hash(c.source)
+        for c in nb.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
@@ -33,19 +73,41 @@ _NOT_SCIENCE = {"__main__.py", "manifest.py"}
 
 
 def core_hashes() -> dict[str, str]:
-    """sha256 of every core module a figure can depend on, by file name."""
+    """Syntax-tree hash of every core module a figure can depend on, by file name."""
     files = sorted((paths.ROOT / "sparseprobe_core").glob("*.py"))
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.name not in _NOT_SCIENCE}
+    return {p.name: code_hash(p.read_text()) for p in files if p.name not in _NOT_SCIENCE}
 
 
 def _git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sparseprobe_core", "notebooks", "data"],
-                               cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "sparseprobe_core", "notebooks", "data"],
+            cwd=paths.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _data_hashes(params: dict) -> dict[str, str]:
+    files = params.get("concept_files") or params["concepts"]
+    return {
+        name: hashlib.sha256(_concept_path(file).read_bytes()).hexdigest()
+        for name, file in zip(params["concepts"], files, strict=True)
+    }
+
+
+def _concept_path(file: str) -> Path:
+    path = Path(file)
+    if path.suffix == ".csv" and not path.is_absolute():
+        return paths.ROOT / path
+    return resolve(file)
 
 
 def build_manifest(records_dir: Path, notebooks: list[Path]) -> dict:
@@ -55,11 +117,10 @@ def build_manifest(records_dir: Path, notebooks: list[Path]) -> dict:
     for record_file in sorted(records_dir.glob("*.json")):
         record = json.loads(record_file.read_text())
         name = record["notebook"]
-        data = {c: hashlib.sha256(resolve(c).read_bytes()).hexdigest() for c in record["params"]["concepts"]}
         manifest["notebooks"][name] = {
             "source_sha256": notebook_source_hash(by_name[name]),
             "params": record["params"],
-            "data_sha256": data,
+            "data_sha256": _data_hashes(record["params"]),
             "numbers": record["numbers"],
         }
         for fig, info in record["figures"].items():
@@ -70,11 +131,11 @@ def build_manifest(records_dir: Path, notebooks: list[Path]) -> dict:
 def stale_reasons(manifest: dict, notebooks: list[Path]) -> list[str]:
     """What changed since the manifest was written (empty when the figures are current)."""
     reasons = []
+    current = core_hashes()
     for name, old in manifest["core"].items():
-        new = core_hashes().get(name)
-        if new != old:
+        if current.get(name) != old:
             reasons.append(f"sparseprobe_core/{name} changed")
-    reasons += [f"sparseprobe_core/{n} is new" for n in core_hashes().keys() - manifest["core"].keys()]
+    reasons += [f"sparseprobe_core/{n} is new" for n in current.keys() - manifest["core"].keys()]
     for nb in notebooks:
         entry = manifest["notebooks"].get(nb.stem)
         if entry is None:
@@ -82,17 +143,102 @@ def stale_reasons(manifest: dict, notebooks: list[Path]) -> list[str]:
         elif notebook_source_hash(nb) != entry["source_sha256"]:
             reasons.append(f"{nb.name} changed")
         else:
-            for concept, sha in entry["data_sha256"].items():
-                if hashlib.sha256(resolve(concept).read_bytes()).hexdigest() != sha:
-                    reasons.append(f"data of concept {concept} changed")
+            now = _data_hashes(entry["params"])
+            reasons += [f"data of concept {c} changed" for c, sha in entry["data_sha256"].items() if now.get(c) != sha]
     return reasons
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Write JSON atomically."""
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    paths.atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduction: a rerun's numbers against a reference, within stated tolerances
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How a recorded number may differ between machines.
+
+    kind "abs": |measured - reference| <= atol (+ rtol * |reference|);
+    kind "at_most": measured <= bound, whatever the reference (a quantity that is itself an error bound);
+    kind "p_value": the same side of alpha and |difference| <= atol;
+    kind "exact": equal (labels, verdict words, layer lists).
+    """
+
+    kind: str
+    atol: float = 0.0
+    rtol: float = 0.0
+    bound: float = math.inf
+    alpha: float = 0.05
+
+    def check(self, reference, measured) -> bool:
+        """Does `measured` reproduce `reference` under this tolerance?"""
+        if self.kind == "exact" or isinstance(reference, str | bool) or reference is None:
+            return measured == reference
+        if isinstance(measured, str | bool) or measured is None:
+            return False
+        ref, new = float(reference), float(measured)
+        if math.isnan(ref) or math.isnan(new):
+            return math.isnan(ref) and math.isnan(new)
+        if self.kind == "at_most":
+            return new <= self.bound
+        if self.kind == "p_value":
+            return (ref < self.alpha) == (new < self.alpha) and abs(new - ref) <= self.atol
+        return abs(new - ref) <= self.atol + self.rtol * abs(ref)
+
+
+AUROC = Tolerance("abs", atol=2e-3)  # AUROCs, curve areas and their differences
+# (pattern on the number's name, tolerance): the first match wins; floats default to AUROC, other
+# values must be equal. A fit near a tie can change a selected count by a neuron, a share of cells by
+# a borderline cell, and a Wilcoxon p-value by one rank.
+TOLERANCES: tuple[tuple[str, Tolerance], ...] = (
+    ("identity_max_rel_diff", Tolerance("at_most", bound=1e-4)),  # float32 rounding, checked against its bound
+    (r"^p_", Tolerance("p_value", atol=0.05)),
+    (r"(win|free)_fraction$", Tolerance("abs", atol=0.15)),
+    (r"(^|_)k(_rule)?(_median)?(_|$)", Tolerance("abs", atol=1.0, rtol=0.1)),
+)
+
+
+def tolerance_for(name: str, value) -> Tolerance:
+    """The tolerance a recorded number is compared with (``TOLERANCES``, else by its type)."""
+    for pattern, tol in TOLERANCES:
+        if re.search(pattern, name):
+            return tol
+    return AUROC if isinstance(value, float) else Tolerance("exact")
+
+
+def compare_numbers(reference: dict, measured: dict, prefix: str = "") -> list[str]:
+    """Every number of `reference` that `measured` does not reproduce, one line each (empty: all do).
+
+    Lists and dicts are compared element by element with the tolerance of their name."""
+    problems = []
+    for name, ref in reference.items():
+        key = f"{prefix}{name}"
+        if name not in measured:
+            problems.append(f"{key}: missing from the rerun")
+            continue
+        new = measured[name]
+        if isinstance(ref, dict) and isinstance(new, dict):
+            problems += compare_numbers(ref, new, prefix=f"{key}.")
+        elif isinstance(ref, list) and isinstance(new, list):
+            tol = tolerance_for(name, next((v for v in ref if v is not None), 0.0))
+            if len(ref) != len(new) or not all(tol.check(a, b) for a, b in zip(ref, new, strict=True)):
+                problems.append(f"{key}: {new} vs reference {ref} ({tol.kind} {tol.atol or tol.bound})")
+        else:
+            tol = tolerance_for(name, ref)
+            if not tol.check(ref, new):
+                problems.append(f"{key}: {new!r} vs reference {ref!r} ({tol.kind} {tol.atol or tol.bound})")
+    problems += [f"{prefix}{n}: not in the reference" for n in measured.keys() - reference.keys()]
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# executed notebooks
+# ---------------------------------------------------------------------------------------------
 
 
 def clean_notebook(path: Path) -> None:

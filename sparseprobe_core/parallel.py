@@ -12,10 +12,11 @@ arrays (the model stays in the notebook's process, which runs the forward passes
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
+
+from . import progress
 
 ENV_JOBS = "SPARSEPROBE_JOBS"
 _starting = None  # results of start_workers' warm-up units, collected by the next map_units
@@ -41,7 +42,8 @@ def start_workers() -> None:
     global _starting
     if n_workers() > 1 and _starting is None:
         _starting = Parallel(n_jobs=n_workers(), return_as="generator_unordered")(
-            delayed(_import_core)() for _ in range(n_workers()))
+            delayed(_import_core)() for _ in range(n_workers())
+        )
 
 
 def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
@@ -52,8 +54,10 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
         _starting = None
     units = list(units)
     n_jobs = min(n_workers(), len(units))
-    # no bar without a desc; tqdm(disable=False) would override $TQDM_DISABLE (set by run_all.sh)
-    progress = (lambda it: tqdm(it, total=len(units), desc=desc)) if desc else (lambda it: it)
+
+    def shown(it):
+        return progress.bar(it, desc, total=len(units)) if desc else it
+
     if n_jobs <= 1:
-        return [fn(*unit) for unit in progress(units)]
-    return list(progress(Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)))
+        return [fn(*unit) for unit in shown(units)]
+    return list(shown(Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)))

@@ -51,7 +51,7 @@ from sklearn.svm import l1_min_c
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .theory import NoiseRemovalResult, effective_neuron_weights, select_by_noise_removal
+from .theory import NoiseRemovalResult, effective_neuron_weights, fit_output_probe, select_by_noise_removal
 
 WEIGHTINGS = ("none", "norm", "contribution", "adaptive")
 STANDARDIZATIONS = ("global", "feature")
@@ -63,15 +63,16 @@ _C_RTOL = 1e-3  # bisection stops when C is pinned to 0.1 %: a tie of neurons en
 # validation
 # ---------------------------------------------------------------------------------------------
 
+
 def _check_finite(A: np.ndarray, name: str = "A") -> None:
     bad = int(np.size(A) - np.count_nonzero(np.isfinite(A)))
     if bad:
-        raise ValueError(f"{name} contains NaN or inf in {bad} entries; drop or impute those rows "
-                         "before probing")
+        raise ValueError(f"{name} contains NaN or inf in {bad} entries; drop or impute those rows before probing")
 
 
-def _check_config(weighting: str, W_out, direction, standardize: str, d_mlp: int
-                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _check_config(
+    weighting: str, W_out, direction, standardize: str, d_mlp: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Validate the weighting options against d_mlp; return W_out and direction as float arrays."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; use one of {WEIGHTINGS}")
@@ -79,27 +80,34 @@ def _check_config(weighting: str, W_out, direction, standardize: str, d_mlp: int
         raise ValueError(f"unknown standardize {standardize!r}; use one of {STANDARDIZATIONS}")
     if W_out is None:
         if weighting in ("norm", "contribution"):
-            raise ValueError(f"weighting={weighting!r} needs W_out (d_mlp, d_model); pass the "
-                             "layer's writing vectors or use weighting='none'")
+            raise ValueError(
+                f"weighting={weighting!r} needs W_out (d_mlp, d_model); pass the "
+                "layer's writing vectors or use weighting='none'"
+            )
     else:
         W_out = np.asarray(W_out, dtype=np.float64)
         if W_out.ndim != 2 or W_out.shape[0] != d_mlp:
-            hint = " (W_out looks transposed; pass W_out.T)" if (
-                W_out.ndim == 2 and W_out.shape[1] == d_mlp) else ""
-            raise ValueError(f"A has {d_mlp} columns but W_out has shape {W_out.shape}; pass the "
-                             f"W_out (d_mlp, d_model) of the same layer as A{hint}")
+            hint = " (W_out looks transposed; pass W_out.T)" if (W_out.ndim == 2 and W_out.shape[1] == d_mlp) else ""
+            raise ValueError(
+                f"A has {d_mlp} columns but W_out has shape {W_out.shape}; pass the "
+                f"W_out (d_mlp, d_model) of the same layer as A{hint}"
+            )
         _check_finite(W_out, "W_out")
     if weighting != "contribution":
         direction = None  # only contribution weighting uses it; ignored so callers can pass it
     if direction is not None:
         direction = np.asarray(direction, dtype=np.float64)
         if direction.ndim != 1 or direction.shape[0] != W_out.shape[1]:
-            raise ValueError(f"direction has shape {direction.shape} but W_out has "
-                             f"{W_out.shape[1]} columns (d_model); pass a 1-D output-space "
-                             "direction of length d_model")
+            raise ValueError(
+                f"direction has shape {direction.shape} but W_out has "
+                f"{W_out.shape[1]} columns (d_model); pass a 1-D output-space "
+                "direction of length d_model"
+            )
         if not np.all(np.isfinite(direction)) or not np.any(direction):
-            raise ValueError("direction is zero or not finite; pass a non-zero finite concept "
-                             "direction, or direction=None to learn it")
+            raise ValueError(
+                "direction is zero or not finite; pass a non-zero finite concept "
+                "direction, or direction=None to learn it"
+            )
     return W_out, direction
 
 
@@ -108,12 +116,13 @@ def _binary_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     check_classification_targets(y)
     y_type = type_of_target(y, input_name="y", raise_unknown=True)
     if y_type != "binary":
-        raise ValueError(f"Only binary classification is supported. The type of the target is "
-                         f"{y_type}; binarise y as concept vs rest")
+        raise ValueError(
+            f"Only binary classification is supported. The type of the target is "
+            f"{y_type}; binarise y as concept vs rest"
+        )
     classes, y01 = np.unique(y, return_inverse=True)
     if classes.shape[0] < 2:
-        raise ValueError(f"y contains one class only ({classes[0]!r}); a probe needs examples "
-                         "of both classes")
+        raise ValueError(f"y contains one class only ({classes[0]!r}); a probe needs examples of both classes")
     return classes, y01.astype(np.int64)
 
 
@@ -121,16 +130,17 @@ def _binary_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # the weighted design (shared by SparseProber and prober_path)
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Design:
     """Centred, weighted, globally scaled design X = (A - center) * unit, unit_i = w_i / (sd_i s)."""
 
     X: np.ndarray
-    weights: np.ndarray            # w_i, the per-neuron feature weight (feature_weights_)
-    center: np.ndarray             # training mean of each neuron
-    unit: np.ndarray               # per-neuron map from raw activation to design column
-    scale: float                   # the global scalar s
-    direction: np.ndarray | None   # unit concept direction d (contribution weighting)
+    weights: np.ndarray  # w_i, the per-neuron feature weight (feature_weights_)
+    center: np.ndarray  # training mean of each neuron
+    unit: np.ndarray  # per-neuron map from raw activation to design column
+    scale: float  # the global scalar s
+    direction: np.ndarray | None  # unit concept direction d (contribution weighting)
 
     def to_neuron(self, theta: np.ndarray, b0: float) -> tuple[np.ndarray, float]:
         """Map design-space (theta, b0) to raw activation units: score = A @ coef + intercept."""
@@ -142,18 +152,23 @@ def _rms(X: np.ndarray) -> float:
     return float(np.sqrt(np.mean(X * X))) or 1.0
 
 
-def _dense_l2_coef(X: np.ndarray, y01: np.ndarray, C: float, seed: int, max_iter: int
-                   ) -> np.ndarray:
-    """L2 logistic probe coefficients on X / rms(X), mapped back to X's units."""
-    s = _rms(X)
-    clf = LogisticRegression(C=C, l1_ratio=0.0, solver="lbfgs", max_iter=max_iter,
-                             random_state=seed).fit(X / s, y01)
-    return clf.coef_[0] / s
+def _dense_l2_coef(X: np.ndarray, y01: np.ndarray, C: float, seed: int) -> np.ndarray:
+    """Coefficients of the project's one L2 probe (``theory.fit_output_probe``: one global scale, so the
+    result stays in X's units), used for the learned concept direction and the adaptive pilot."""
+    return fit_output_probe(X, y01, C=C, seed=seed)[0]
 
 
-def _build_design(A: np.ndarray, y01: np.ndarray, weighting: str, W_out: np.ndarray | None,
-                  direction: np.ndarray | None, standardize: str, gamma: float, dense_C: float,
-                  seed: int, max_iter: int) -> _Design:
+def _build_design(
+    A: np.ndarray,
+    y01: np.ndarray,
+    weighting: str,
+    W_out: np.ndarray | None,
+    direction: np.ndarray | None,
+    standardize: str,
+    gamma: float,
+    dense_C: float,
+    seed: int,
+) -> _Design:
     """Build X_i = (a_i - mean_i) / sd_i * w_i / s for the chosen weighting (module docstring)."""
     center = A.mean(axis=0)
     Ac = A - center
@@ -173,14 +188,15 @@ def _build_design(A: np.ndarray, y01: np.ndarray, weighting: str, W_out: np.ndar
             # Circular if reused: d is fitted on the same (A, y) as the sparse probe; score held-out
             # data only, never the same fitted output probe on its own training rows.
             M = A @ W_out
-            direction = _dense_l2_coef(M - M.mean(axis=0), y01, dense_C, seed, max_iter)
+            direction = _dense_l2_coef(M, y01, dense_C, seed)
             if not np.any(direction):
-                raise ValueError("the output-space L2 probe learned a zero direction; pass "
-                                 "direction= explicitly or raise dense_C")
+                raise ValueError(
+                    "the output-space L2 probe learned a zero direction; pass direction= explicitly or raise dense_C"
+                )
         d = direction / np.linalg.norm(direction)
         w = effective_neuron_weights(W_out, d)
     else:
-        w = np.abs(_dense_l2_coef(Z, y01, dense_C, seed, max_iter)) ** gamma
+        w = np.abs(_dense_l2_coef(Z, y01, dense_C, seed)) ** gamma
     s = _rms(Z * w)
     unit = w / (sd * s)
     return _Design(Ac * unit, w, center, unit, s, d)
@@ -190,20 +206,30 @@ def _build_design(A: np.ndarray, y01: np.ndarray, weighting: str, W_out: np.ndar
 # fitting helpers
 # ---------------------------------------------------------------------------------------------
 
-def _l1_fit(X: np.ndarray, y01: np.ndarray, C: float, seed: int, tol: float, max_iter: int
-            ) -> tuple[np.ndarray, float, int]:
+
+def _l1_fit(
+    X: np.ndarray, y01: np.ndarray, C: float, seed: int, tol: float, max_iter: int
+) -> tuple[np.ndarray, float, int]:
     """One L1 logistic fit (liblinear); returns (theta, b0) in design units and n_iter."""
-    clf = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear",
-                             intercept_scaling=_INTERCEPT_SCALING, tol=tol, max_iter=max_iter,
-                             random_state=seed).fit(X, y01)
+    clf = LogisticRegression(
+        C=C,
+        l1_ratio=1.0,
+        solver="liblinear",
+        intercept_scaling=_INTERCEPT_SCALING,
+        tol=tol,
+        max_iter=max_iter,
+        random_state=seed,
+    ).fit(X, y01)
     return clf.coef_[0].copy(), float(clf.intercept_[0]), int(clf.n_iter_[0])
 
 
 def _min_C(X: np.ndarray, y01: np.ndarray) -> float:
     """Smallest C with a non-empty model: 1 / max_i |X_i . (y - ybar)| for centred X."""
     if not np.any(X.T @ (y01 - y01.mean())):
-        raise ValueError("no neuron's weighted activation correlates with y, so every L1 model "
-                         "is empty; check the weighting (e.g. all writing vectors zero) and labels")
+        raise ValueError(
+            "no neuron's weighted activation correlates with y, so every L1 model "
+            "is empty; check the weighting (e.g. all writing vectors zero) and labels"
+        )
     # fit_intercept=False is exact here: X is centred and the intercept is (nearly) unpenalised.
     return float(l1_min_c(X, y01, loss="log", fit_intercept=False))
 
@@ -219,8 +245,9 @@ def _ranking(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     return np.lexsort((idx, -secondary, primary))
 
 
-def _fit_for_k(X: np.ndarray, y01: np.ndarray, k: int, seed: int, tol: float, max_iter: int
-               ) -> tuple[tuple[np.ndarray, float, int], float]:
+def _fit_for_k(
+    X: np.ndarray, y01: np.ndarray, k: int, seed: int, tol: float, max_iter: int
+) -> tuple[tuple[np.ndarray, float, int], float]:
     """Bisection in log C from l1_min_c for n_selected == k, else the closest count above k.
 
     The starting point l1_min_c itself is never fitted: the model is empty there and liblinear
@@ -236,9 +263,11 @@ def _fit_for_k(X: np.ndarray, y01: np.ndarray, k: int, seed: int, tol: float, ma
     c_hi, c_cap = c_lo * 2.0, c_lo * 1e8
     while n_sel(c_hi) < k:
         if c_hi > c_cap:
-            raise ValueError(f"k={k} neurons cannot be selected: at most "
-                             f"{int(np.count_nonzero(fits[c_hi][0]))} ever enter (zero-weight or "
-                             "constant neurons never do); pass a smaller k")
+            raise ValueError(
+                f"k={k} neurons cannot be selected: at most "
+                f"{int(np.count_nonzero(fits[c_hi][0]))} ever enter (zero-weight or "
+                "constant neurons never do); pass a smaller k"
+            )
         c_lo, c_hi = c_hi, c_hi * 4.0
     while np.count_nonzero(fits[c_hi][0]) != k and c_hi > c_lo * (1 + _C_RTOL):
         mid = float(np.sqrt(c_lo * c_hi))
@@ -252,6 +281,7 @@ def _fit_for_k(X: np.ndarray, y01: np.ndarray, k: int, seed: int, tol: float, ma
 # ---------------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------------
+
 
 class SparseProber(ClassifierMixin, BaseEstimator):
     """Causality-weighted sparse (L1) logistic probe on hidden neuron activations.
@@ -305,10 +335,20 @@ class SparseProber(ClassifierMixin, BaseEstimator):
         comes first; zero-weight neurons score 0 and come last); ties by neuron index.
     """
 
-    def __init__(self, weighting: str = "contribution", W_out=None, C: float = 1.0,
-                 k: int | None = None, direction=None, standardize: str = "global",
-                 gamma: float = 1.0, dense_C: float = 1.0, seed: int = 0, tol: float = 1e-4,
-                 max_iter: int = 1000):
+    def __init__(
+        self,
+        weighting: str = "contribution",
+        W_out=None,
+        C: float = 1.0,
+        k: int | None = None,
+        direction=None,
+        standardize: str = "global",
+        gamma: float = 1.0,
+        dense_C: float = 1.0,
+        seed: int = 0,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+    ):
         self.weighting = weighting
         self.W_out = W_out
         self.C = C
@@ -332,24 +372,23 @@ class SparseProber(ClassifierMixin, BaseEstimator):
         _check_finite(A)
         self.classes_, y01 = _binary_labels(y)
         d_mlp = A.shape[1]
-        W_out, direction = _check_config(self.weighting, self.W_out, self.direction,
-                                         self.standardize, d_mlp)
-        if self.k is not None and not (isinstance(self.k, (int, np.integer))
-                                       and 1 <= self.k <= d_mlp):
-            raise ValueError(f"k={self.k!r} but A has d_mlp={d_mlp} neurons; pass an integer "
-                             f"1 <= k <= {d_mlp}, or k=None and C")
+        W_out, direction = _check_config(self.weighting, self.W_out, self.direction, self.standardize, d_mlp)
+        if self.k is not None and not (isinstance(self.k, (int, np.integer)) and 1 <= self.k <= d_mlp):
+            raise ValueError(
+                f"k={self.k!r} but A has d_mlp={d_mlp} neurons; pass an integer 1 <= k <= {d_mlp}, or k=None and C"
+            )
         if self.k is None and not (np.isfinite(self.C) and self.C > 0):
             raise ValueError(f"C={self.C!r}; pass a finite C > 0 (larger C = more neurons)")
         if self.gamma <= 0:
             raise ValueError(f"gamma={self.gamma!r}; pass gamma > 0 (1 is the usual choice)")
-        design = _build_design(A, y01, self.weighting, W_out, direction, self.standardize,
-                               self.gamma, self.dense_C, self.seed, self.max_iter)
+        design = _build_design(
+            A, y01, self.weighting, W_out, direction, self.standardize, self.gamma, self.dense_C, self.seed
+        )
         if self.k is None:
             fit = _l1_fit(design.X, y01, self.C, self.seed, self.tol, self.max_iter)
             self.C_ = float(self.C)
         else:
-            fit, self.C_ = _fit_for_k(design.X, y01, int(self.k), self.seed, self.tol,
-                                      self.max_iter)
+            fit, self.C_ = _fit_for_k(design.X, y01, int(self.k), self.seed, self.tol, self.max_iter)
         theta, b0, self.n_iter_ = fit
         self.coef_, self.intercept_ = design.to_neuron(theta, b0)
         self.coef_weighted_ = theta
@@ -384,27 +423,27 @@ class SparseProber(ClassifierMixin, BaseEstimator):
 # the regularisation path
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PathResult:
     """One weighted L1 path: per strength C, the selected neurons and the held-out AUROC."""
 
     weighting: str
-    Cs: np.ndarray                 # (n_strengths,) increasing; Cs[0] = l1_min_c (empty model)
-    n_selected: np.ndarray         # (n_strengths,) number of non-zero coefficients
-    selected: list[np.ndarray]     # sorted neuron indices selected at each C
-    auroc: np.ndarray              # (n_strengths,) roc_auc_score on (A_val, y_val)
-    coefs: np.ndarray              # (n_strengths, d_mlp) neuron-space coefficients (raw units)
-    intercepts: np.ndarray         # (n_strengths,) so score = A @ coefs[j] + intercepts[j]
-    entry_step: np.ndarray         # (d_mlp,) first path index where the neuron is non-zero; -1 never
-    ranking: np.ndarray            # permutation of range(d_mlp), best first (order of entry)
-    feature_weights: np.ndarray    # (d_mlp,) w_i used
-    direction: np.ndarray | None   # unit concept direction (contribution weighting)
+    Cs: np.ndarray  # (n_strengths,) increasing; Cs[0] = l1_min_c (empty model)
+    n_selected: np.ndarray  # (n_strengths,) number of non-zero coefficients
+    selected: list[np.ndarray]  # sorted neuron indices selected at each C
+    auroc: np.ndarray  # (n_strengths,) roc_auc_score on (A_val, y_val)
+    coefs: np.ndarray  # (n_strengths, d_mlp) neuron-space coefficients (raw units)
+    intercepts: np.ndarray  # (n_strengths,) so score = A @ coefs[j] + intercepts[j]
+    entry_step: np.ndarray  # (d_mlp,) first path index where the neuron is non-zero; -1 never
+    ranking: np.ndarray  # permutation of range(d_mlp), best first (order of entry)
+    feature_weights: np.ndarray  # (d_mlp,) w_i used
+    direction: np.ndarray | None  # unit concept direction (contribution weighting)
 
     def top(self, k: int) -> np.ndarray:
         """The k best-ranked neurons (order of entry along the path)."""
         if not 1 <= k <= self.ranking.shape[0]:
-            raise ValueError(f"k={k} but the path has {self.ranking.shape[0]} neurons; pass "
-                             "1 <= k <= d_mlp")
+            raise ValueError(f"k={k} but the path has {self.ranking.shape[0]} neurons; pass 1 <= k <= d_mlp")
         return self.ranking[:k]
 
     def auroc_at(self, ks) -> np.ndarray:
@@ -430,10 +469,24 @@ class PathResult:
         return out
 
 
-def prober_path(A, y, A_val, y_val, *, weighting: str = "contribution", W_out=None,
-                direction=None, n_strengths: int = 20, c_max_ratio: float = 100.0,
-                standardize: str = "global", gamma: float = 1.0, dense_C: float = 1.0,
-                seed: int = 0, tol: float = 1e-4, max_iter: int = 1000) -> PathResult:
+def prober_path(
+    A,
+    y,
+    A_val,
+    y_val,
+    *,
+    weighting: str = "contribution",
+    W_out=None,
+    direction=None,
+    n_strengths: int = 20,
+    c_max_ratio: float = 100.0,
+    standardize: str = "global",
+    gamma: float = 1.0,
+    dense_C: float = 1.0,
+    seed: int = 0,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> PathResult:
     """Weighted L1 path over Cs = l1_min_c * logspace(0, log10(c_max_ratio), n_strengths).
 
     The design (weights, centring, global scale, learned direction) is built once on (A, y), as in
@@ -446,25 +499,30 @@ def prober_path(A, y, A_val, y_val, *, weighting: str = "contribution", W_out=No
     A = np.asarray(A, dtype=np.float64)
     A_val = np.asarray(A_val, dtype=np.float64)
     if A.ndim != 2 or A_val.ndim != 2 or A_val.shape[1] != A.shape[1]:
-        raise ValueError(f"A has shape {A.shape} and A_val {A_val.shape}; pass 2-D activations of "
-                         "the same neurons (same d_mlp columns)")
+        raise ValueError(
+            f"A has shape {A.shape} and A_val {A_val.shape}; pass 2-D activations of "
+            "the same neurons (same d_mlp columns)"
+        )
     _check_finite(A)
     _check_finite(A_val, "A_val")
     y, y_val = np.asarray(y), np.asarray(y_val)
     if y.shape != (A.shape[0],) or y_val.shape != (A_val.shape[0],):
-        raise ValueError(f"y has shape {y.shape} and y_val {y_val.shape} for {A.shape[0]} and "
-                         f"{A_val.shape[0]} rows; pass one label per row")
+        raise ValueError(
+            f"y has shape {y.shape} and y_val {y_val.shape} for {A.shape[0]} and "
+            f"{A_val.shape[0]} rows; pass one label per row"
+        )
     classes, y01 = _binary_labels(y)
     if not np.all(np.isin(y_val, classes)) or np.unique(y_val).shape[0] < 2:
-        raise ValueError(f"y_val must contain both training classes {classes.tolist()} for AUROC; "
-                         "use a stratified split")
+        raise ValueError(
+            f"y_val must contain both training classes {classes.tolist()} for AUROC; use a stratified split"
+        )
     yv01 = (y_val == classes[1]).astype(np.int64)
     if n_strengths < 2 or not c_max_ratio > 1:
-        raise ValueError(f"n_strengths={n_strengths}, c_max_ratio={c_max_ratio}; pass "
-                         "n_strengths >= 2 and c_max_ratio > 1")
+        raise ValueError(
+            f"n_strengths={n_strengths}, c_max_ratio={c_max_ratio}; pass n_strengths >= 2 and c_max_ratio > 1"
+        )
     W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
-    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C,
-                           seed, max_iter)
+    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C, seed)
     Cs = _min_C(design.X, y01) * np.logspace(0.0, np.log10(c_max_ratio), n_strengths)
 
     d_mlp = A.shape[1]
@@ -488,28 +546,41 @@ def prober_path(A, y, A_val, y_val, *, weighting: str = "contribution", W_out=No
     entry_size[never] = _kkt_scores(design.X, y01, theta, b0)[never]
     ranking = _ranking(np.where(never, n_strengths, entry_step), entry_size)
     selected = [np.flatnonzero(c) for c in coefs]
-    return PathResult(weighting, Cs, np.array([s.shape[0] for s in selected]), selected, auroc,
-                      coefs, intercepts, entry_step, ranking, design.weights, design.direction)
+    return PathResult(
+        weighting,
+        Cs,
+        np.array([s.shape[0] for s in selected]),
+        selected,
+        auroc,
+        coefs,
+        intercepts,
+        entry_step,
+        ranking,
+        design.weights,
+        design.direction,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # choosing k: the noise-neuron rule of the theory module
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KChoice:
     """k chosen on a path by the noise-neuron rule (``theory.select_by_noise_removal``)."""
 
-    k: int                   # number of non-noise neurons among the reference fit's neurons
-    step: int                # first path index with n_selected >= k
-    kept: np.ndarray         # sorted indices of the non-noise neurons
-    reference_step: int      # path index whose coefficients define the contributions
+    k: int  # number of non-noise neurons among the reference fit's neurons
+    step: int  # first path index with n_selected >= k
+    kept: np.ndarray  # sorted indices of the non-noise neurons
+    reference_step: int  # path index whose coefficients define the contributions
     noise: NoiseRemovalResult
 
 
-def choose_k(path: PathResult, A_val, y_val, *, reference_step: int = -1, tau: float | None = None,
-             ridge: float = 1e-6) -> KChoice:
-    """k = number of non-noise neurons of a path's fit, by the noise-neuron rule on held-out rows.
+def choose_k(
+    path: PathResult, A_val, y_val, *, reference_step: int = -1, tau: float | None = None, ridge: float = 1e-6
+) -> KChoice:
+    """K = number of non-noise neurons of a path's fit, by the noise-neuron rule on held-out rows.
 
     The contributions are ``c_i(x) = a_i(x) coef_i`` of the path's fit at ``reference_step``
     (default: the last, least regularised one, i.e. start from the largest probe and remove its
@@ -523,14 +594,15 @@ def choose_k(path: PathResult, A_val, y_val, *, reference_step: int = -1, tau: f
     """
     A_val = np.asarray(A_val, dtype=np.float64)
     if A_val.ndim != 2 or A_val.shape[1] != path.coefs.shape[1]:
-        raise ValueError(f"A_val has shape {A_val.shape} but the path has {path.coefs.shape[1]} "
-                         "neurons; pass held-out activations of the same layer")
+        raise ValueError(
+            f"A_val has shape {A_val.shape} but the path has {path.coefs.shape[1]} "
+            "neurons; pass held-out activations of the same layer"
+        )
     _check_finite(A_val, "A_val")
     y_val = np.asarray(y_val)
-    classes, y01 = _binary_labels(y_val)
+    _, y01 = _binary_labels(y_val)
     if y_val.shape != (A_val.shape[0],):
-        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label "
-                         "per row")
+        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label per row")
     n = path.coefs.shape[0]
     if not -n <= reference_step < n:
         raise ValueError(f"reference_step={reference_step} but the path has {n} strengths")

@@ -4,14 +4,16 @@ Every method scores the d_mlp hidden neurons of one layer from training data onl
 helper ``_order`` turns scores into a permutation (stable argsort on -score, so ties go to the lower
 neuron index and the result is deterministic for a given seed).
 
-Probe-based baselines (dense_l2, l1_probe, elastic_net; grad_x_act_probe on M) standardise each
-column first, so |weight| reads as "weight per standard deviation" and loud neurons get no edge.
-NeuroX itself trains on raw activations; benchmarks/peers.py runs that variant by NeuroX's code.
-Regularisation strengths are the module constants below; change them there.
+Probe-based baselines (dense_l2, l1_probe, elastic_net) standardise each column first, so |weight|
+reads as "weight per standard deviation" and loud neurons get no edge. NeuroX itself trains on raw
+activations; ``peers.py`` runs that variant by NeuroX's own code. Regularisation strengths come from
+``RankContext.settings`` (``config.RankerSettings``), never from module state, so worker processes
+rank with the notebook's settings.
 
 Gradient x activation (gradient x input, Shrikumar et al. 2016) comes in two flavours: of an
 output-space probe score, whose gradient is analytic (ds/da = beta = W_out w, the reduction of
-PAPER.md), and of the model's own concept output, from ``RankContext.grad`` collected by the caller.
+claim 1, ``theory.effective_neuron_weights``), and of the model's own concept output, from
+``RankContext.grad`` collected by the caller.
 
 Gurnee et al. 2023 ("Finding Neurons in a Haystack") select k-sparse probe supports with cheap
 heuristics — mean_diff (their default) and f_stat here — or with "optimal sparse probing", a
@@ -21,21 +23,17 @@ far longer than the whole sweep budget for d_mlp = 1536.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from .config import RankerSettings
 from .prober import SparseProber
-
-DENSE_L2_C = 1.0
-L1_PROBE_C = 0.1
-ELASTIC_NET_C = 0.1
-ELASTIC_NET_L1_RATIO = 0.5
-SPARSE_PROBER_KWARGS: dict = {}  # e.g. {"C": 0.1} or {"k": 50}; empty = SparseProber's defaults
+from .theory import effective_neuron_weights, fit_output_probe
 
 
 @dataclass(frozen=True, eq=False)  # arrays: compare/hash by identity
@@ -53,6 +51,7 @@ class RankContext:
     # (d_model,) output-space concept direction; given, it replaces the probe that
     # grad_x_act_probe / sparse_prober_contribution would otherwise fit on (A, y) themselves
     direction: np.ndarray | None = None
+    settings: RankerSettings = field(default_factory=RankerSettings)
 
     def __post_init__(self) -> None:
         for name in ("A", "y", "W_out", "b_out", "M", "grad", "direction"):
@@ -129,14 +128,14 @@ def probeless_scores(ctx: RankContext) -> np.ndarray:
 
 def dense_l2_scores(ctx: RankContext) -> np.ndarray:
     """|w_i| of a dense L2 logistic probe on standardised A (Dalvi et al. 2019 linear probe)."""
-    coef = _standardised_probe_coef(ctx.A, ctx.y, C=DENSE_L2_C, l1_ratio=0.0, max_iter=2000)
+    coef = _standardised_probe_coef(ctx.A, ctx.y, C=ctx.settings.dense_l2_C, l1_ratio=0.0, max_iter=2000)
     return np.abs(coef[0])
 
 
 def l1_probe_scores(ctx: RankContext) -> np.ndarray:
     """|w_i| of an L1 logistic probe on standardised A (lasso probe; zero weights tie, by index)."""
     coef = _standardised_probe_coef(
-        ctx.A, ctx.y, C=L1_PROBE_C, l1_ratio=1.0, solver="liblinear", random_state=ctx.seed
+        ctx.A, ctx.y, C=ctx.settings.l1_probe_C, l1_ratio=1.0, solver="liblinear", random_state=ctx.seed
     )
     return np.abs(coef[0])
 
@@ -144,26 +143,30 @@ def l1_probe_scores(ctx: RankContext) -> np.ndarray:
 def elastic_net_scores(ctx: RankContext) -> np.ndarray:
     """Elastic-net probe ranked by NeuroX's cumulative weight mass (Dalvi et al. 2019)."""
     coef = _standardised_probe_coef(
-        ctx.A, ctx.y, C=ELASTIC_NET_C, l1_ratio=ELASTIC_NET_L1_RATIO, solver="saga",
-        max_iter=1000, tol=1e-3, random_state=ctx.seed,
+        ctx.A,
+        ctx.y,
+        C=ctx.settings.elastic_net_C,
+        l1_ratio=ctx.settings.elastic_net_l1_ratio,
+        solver="saga",
+        max_iter=1000,
+        tol=1e-3,
+        random_state=ctx.seed,
     )
     return -_mass_entry_fraction(coef)
 
 
 def _output_probe_direction(ctx: RankContext) -> np.ndarray:
-    """Output-space probe w in raw MLP-output units: ctx.direction, else an L2 probe on M."""
+    """Output-space concept direction w in raw MLP-output units: ctx.direction, else the project's one
+    L2 output probe (``theory.fit_output_probe``) on M."""
     if ctx.direction is not None:
         return ctx.direction
-    M = _mlp_out(ctx)
-    scale = M.std(axis=0)
-    scale[scale == 0] = 1.0
-    coef = _standardised_probe_coef(M, ctx.y, C=DENSE_L2_C, l1_ratio=0.0, max_iter=2000)
-    return coef[0] / scale
+    w, _ = fit_output_probe(_mlp_out(ctx), ctx.y, C=ctx.settings.dense_l2_C, seed=ctx.seed)
+    return w
 
 
 def grad_x_act_probe_scores(ctx: RankContext) -> np.ndarray:
-    """mean_n |a_i ds/da_i| for an output probe s = w.m: ds/da = W_out w (grad x input)."""
-    beta = ctx.W_out @ _output_probe_direction(ctx)
+    """mean_n |a_i ds/da_i| for an output probe s = w.m: ds/da = beta = W_out w (grad x input)."""
+    beta = effective_neuron_weights(ctx.W_out, _output_probe_direction(ctx))
     return np.abs(ctx.A * beta).mean(axis=0)
 
 
@@ -178,7 +181,7 @@ def grad_x_act_model_scores(ctx: RankContext) -> np.ndarray:
 
 
 def direct_effect_scores(ctx: RankContext) -> np.ndarray:
-    """mean |a_i| * |W_out[i]|, the size of what neuron i writes (direct-effect weighting)."""
+    """Mean |a_i| * |W_out[i]|, the size of what neuron i writes (direct-effect weighting)."""
     return np.abs(ctx.A).mean(axis=0) * np.linalg.norm(ctx.W_out, axis=1)
 
 
@@ -187,8 +190,15 @@ def _sparse_prober_scores(weighting: str) -> Callable[[RankContext], np.ndarray]
 
     def scores(ctx: RankContext) -> np.ndarray:
         direction = ctx.direction if weighting == "contribution" else None
-        prober = SparseProber(weighting=weighting, W_out=ctx.W_out, direction=direction,
-                              seed=ctx.seed, **SPARSE_PROBER_KWARGS)
+        prober = SparseProber(
+            weighting=weighting,
+            W_out=ctx.W_out,
+            direction=direction,
+            C=ctx.settings.prober_C,
+            k=ctx.settings.prober_k,
+            dense_C=ctx.settings.dense_l2_C,
+            seed=ctx.seed,
+        )
         return _scores_from_order(prober.fit(ctx.A, ctx.y).ranking_)
 
     scores.__doc__ = f"Sparse prober ranking_ with weighting={weighting!r} (this paper, claim 3)."
@@ -207,10 +217,7 @@ RANKERS: dict[str, Callable[[RankContext], np.ndarray]] = {
     "grad_x_act_probe": grad_x_act_probe_scores,
     "grad_x_act_model": grad_x_act_model_scores,
     "direct_effect": direct_effect_scores,
-    **{
-        f"sparse_prober_{w}": _sparse_prober_scores(w)
-        for w in ("none", "norm", "contribution", "adaptive")
-    },
+    **{f"sparse_prober_{w}": _sparse_prober_scores(w) for w in ("none", "norm", "contribution", "adaptive")},
 }
 
 

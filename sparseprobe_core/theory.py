@@ -1,4 +1,4 @@
-"""Reduction theory and the noise-neuron criterion (paper claims 1 and 2).
+r"""Reduction theory and the noise-neuron criterion (paper claims 1 and 2).
 
 Notation (one layer, one token position): hidden activations ``A`` (n, d_mlp), writing vectors
 ``W_out`` (d_mlp, d_model) with row i = neuron i's writing vector, MLP output
@@ -33,8 +33,8 @@ classes the wrong way round.) With ``delta_i = E[c_i | y=1] - E[c_i | y=0]`` and
 Removing neuron i from S changes both in closed form, with ``g_i(S) = (Sigma u_S)_i =
 Cov_0(c_i, s_S) + Cov_1(c_i, s_S)`` (the neuron's within-class covariance with the score)::
 
-    D(S \\ i) = D - delta_i,    V(S \\ i) = V - 2 g_i + Sigma_ii,
-    Delta J_i(S) = J(S \\ i) - J(S).
+    D(S \ i) = D - delta_i,    V(S \ i) = V - 2 g_i + Sigma_ii,
+    Delta J_i(S) = J(S \ i) - J(S).
 
 **Per-neuron score**: ``Delta J_i`` (``noise_scores``), a number for every neuron in closed form
 from the class means and covariances of the contributions (O(n d_mlp): only ``g = Sigma 1`` is
@@ -97,31 +97,31 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 __all__ = [
-    "effective_neuron_weights",
-    "neuron_contributions",
-    "output_to_neuron_score",
-    "max_relative_difference",
     "ContributionDecomposition",
-    "contribution_decomposition",
-    "WritableProjection",
-    "writable_projection",
-    "fit_output_probe",
-    "fisher_ratio",
-    "noise_scores",
-    "contribution_t",
-    "fisher_curve",
     "NoiseRemovalResult",
-    "select_by_noise_removal",
     "PlantedMLP",
+    "WritableProjection",
+    "contribution_decomposition",
+    "effective_neuron_weights",
+    "fisher_curve",
+    "fisher_ratio",
+    "fit_output_probe",
+    "max_relative_difference",
+    "neuron_contributions",
+    "noise_scores",
+    "output_to_neuron_score",
     "planted_mlp",
     "precision_at_k",
     "recall_at_k",
+    "select_by_noise_removal",
+    "writable_projection",
 ]
 
 
 # ---------------------------------------------------------------------------------------------
 # input checks (one-line errors that say how to fix the call)
 # ---------------------------------------------------------------------------------------------
+
 
 def _as_2d(X: np.ndarray, name: str) -> np.ndarray:
     X = np.asarray(X)
@@ -133,8 +133,10 @@ def _as_2d(X: np.ndarray, name: str) -> np.ndarray:
 def _check_W_out(W_out: np.ndarray) -> np.ndarray:
     W_out = np.asarray(W_out)
     if W_out.ndim != 2:
-        raise ValueError(f"W_out must be 2-D (d_mlp, d_model) but has shape {W_out.shape}; "
-                         "pass the layer's output weight with one row per neuron")
+        raise ValueError(
+            f"W_out must be 2-D (d_mlp, d_model) but has shape {W_out.shape}; "
+            "pass the layer's output weight with one row per neuron"
+        )
     return W_out
 
 
@@ -143,16 +145,20 @@ def _check_A_W(A: np.ndarray, W_out: np.ndarray) -> tuple[np.ndarray, np.ndarray
     W_out = _check_W_out(W_out)
     if A.shape[1] != W_out.shape[0]:
         hint = " (W_out looks transposed; pass W_out.T)" if A.shape[1] == W_out.shape[1] else ""
-        raise ValueError(f"A has {A.shape[1]} columns but W_out has {W_out.shape[0]} rows; pass the "
-                         f"W_out (d_mlp, d_model) of the same layer as A{hint}")
+        raise ValueError(
+            f"A has {A.shape[1]} columns but W_out has {W_out.shape[0]} rows; pass the "
+            f"W_out (d_mlp, d_model) of the same layer as A{hint}"
+        )
     return A, W_out
 
 
 def _check_w(W_out: np.ndarray, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 1 or w.shape[0] != W_out.shape[1]:
-        raise ValueError(f"w has shape {w.shape} but W_out has {W_out.shape[1]} columns (d_model); "
-                         "pass the output-space probe direction as a 1-D array of length d_model")
+        raise ValueError(
+            f"w has shape {w.shape} but W_out has {W_out.shape[1]} columns (d_model); "
+            "pass the output-space probe direction as a 1-D array of length d_model"
+        )
     return w
 
 
@@ -164,14 +170,16 @@ def _check_y(y: np.ndarray, n: int) -> np.ndarray:
         raise ValueError("y must contain only 0 and 1; map the two classes to {0, 1}")
     counts = np.bincount(y.astype(int), minlength=2)
     if counts.min() < 2:
-        raise ValueError(f"y has {counts[0]} rows of class 0 and {counts[1]} of class 1; "
-                         "each class needs at least 2 rows")
+        raise ValueError(
+            f"y has {counts[0]} rows of class 0 and {counts[1]} of class 1; each class needs at least 2 rows"
+        )
     return y.astype(int)
 
 
 # ---------------------------------------------------------------------------------------------
 # reduction: output probe == neuron probe
 # ---------------------------------------------------------------------------------------------
+
 
 def effective_neuron_weights(W_out: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Effective neuron weights of an output-space probe: beta = W_out w, beta_i = W_out[i] . w."""
@@ -184,20 +192,25 @@ def neuron_contributions(A: np.ndarray, beta: np.ndarray) -> np.ndarray:
     A = _as_2d(A, "A")
     beta = np.asarray(beta)
     if beta.ndim != 1 or beta.shape[0] != A.shape[1]:
-        raise ValueError(f"beta has shape {beta.shape} but A has {A.shape[1]} columns; pass "
-                         "beta = effective_neuron_weights(W_out, w) for the same layer as A")
+        raise ValueError(
+            f"beta has shape {beta.shape} but A has {A.shape[1]} columns; pass "
+            "beta = effective_neuron_weights(W_out, w) for the same layer as A"
+        )
     return A * beta
 
 
-def output_to_neuron_score(A: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, w: np.ndarray,
-                           c: float = 0.0) -> np.ndarray:
+def output_to_neuron_score(
+    A: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, w: np.ndarray, c: float = 0.0
+) -> np.ndarray:
     """Output probe score computed in neuron space: s = A beta + (w . b_out + c) = M w + c."""
     A, W_out = _check_A_W(A, W_out)
     w = _check_w(W_out, w)
     b_out = np.asarray(b_out)
     if b_out.shape != (W_out.shape[1],):
-        raise ValueError(f"b_out has shape {b_out.shape} but W_out has {W_out.shape[1]} columns; "
-                         "pass the layer's output bias (zeros if the MLP has none)")
+        raise ValueError(
+            f"b_out has shape {b_out.shape} but W_out has {W_out.shape[1]} columns; "
+            "pass the layer's output bias (zeros if the MLP has none)"
+        )
     return A @ effective_neuron_weights(W_out, w) + (w @ b_out + c)
 
 
@@ -214,16 +227,17 @@ def max_relative_difference(s_ref: np.ndarray, s: np.ndarray) -> float:
 class ContributionDecomposition:
     """Per-neuron factors of beta_i = |W_out[i]| |w| cos(theta_i) and of c_i = a_i beta_i."""
 
-    mean_activation: np.ndarray            # (d_mlp,) E[a_i]
+    mean_activation: np.ndarray  # (d_mlp,) E[a_i]
     mean_activation_by_class: np.ndarray | None  # (2, d_mlp) E[a_i | y=k], None without y
-    writing_norm: np.ndarray               # (d_mlp,) |W_out[i]|
-    cos_theta: np.ndarray                  # (d_mlp,) cos angle(W_out[i], w); 0 for a zero row
-    beta: np.ndarray                       # (d_mlp,) |W_out[i]| |w| cos(theta_i)
-    mean_contribution: np.ndarray          # (d_mlp,) E[a_i] beta_i
+    writing_norm: np.ndarray  # (d_mlp,) |W_out[i]|
+    cos_theta: np.ndarray  # (d_mlp,) cos angle(W_out[i], w); 0 for a zero row
+    beta: np.ndarray  # (d_mlp,) |W_out[i]| |w| cos(theta_i)
+    mean_contribution: np.ndarray  # (d_mlp,) E[a_i] beta_i
 
 
-def contribution_decomposition(A: np.ndarray, W_out: np.ndarray, w: np.ndarray,
-                               y: np.ndarray | None = None) -> ContributionDecomposition:
+def contribution_decomposition(
+    A: np.ndarray, W_out: np.ndarray, w: np.ndarray, y: np.ndarray | None = None
+) -> ContributionDecomposition:
     """Split c_i = a_i beta_i into activation, writing norm |W_out[i]| and cos(theta_i) with w."""
     A, W_out = _check_A_W(A, W_out)
     w = _check_w(W_out, w)
@@ -243,9 +257,9 @@ def contribution_decomposition(A: np.ndarray, W_out: np.ndarray, w: np.ndarray,
 class WritableProjection(NamedTuple):
     """v = v_par + v_perp with v_par = W_out w in col(W_out) and v_perp orthogonal to it."""
 
-    v_par: np.ndarray   # (d_mlp,) part an output-space probe can express
+    v_par: np.ndarray  # (d_mlp,) part an output-space probe can express
     v_perp: np.ndarray  # (d_mlp,) part no output-space probe can express
-    w: np.ndarray       # (d_model,) output probe with W_out w == v_par (minimum norm)
+    w: np.ndarray  # (d_model,) output probe with W_out w == v_par (minimum norm)
 
     @property
     def outside_fraction(self) -> float:
@@ -259,23 +273,30 @@ def writable_projection(W_out: np.ndarray, v: np.ndarray) -> WritableProjection:
     W_out = _check_W_out(W_out)
     v = np.asarray(v)
     if v.ndim != 1 or v.shape[0] != W_out.shape[0]:
-        raise ValueError(f"v has shape {v.shape} but W_out has {W_out.shape[0]} rows (d_mlp); pass a "
-                         "neuron-space probe with one weight per neuron")
+        raise ValueError(
+            f"v has shape {v.shape} but W_out has {W_out.shape[0]} rows (d_mlp); pass a "
+            "neuron-space probe with one weight per neuron"
+        )
     w, *_ = np.linalg.lstsq(W_out, v, rcond=None)
     v_par = W_out @ w
     return WritableProjection(v_par, v - v_par, w)
 
 
-def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0
-                     ) -> tuple[np.ndarray, float]:
-    """L2 logistic probe on MLP outputs, s = M w + c; returns (w, c) in raw output units."""
+def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0) -> tuple[np.ndarray, float]:
+    """L2 logistic probe s = M w + c on MLP outputs; returns (w, c) in raw output units.
+
+    The project's one L2 fitter for a concept *direction* (the reduction, the contribution weighting
+    of the prober and its adaptive pilot, grad x act of a probe, the noise criterion all use it), so
+    "the concept direction" does not depend on which module computed it. The classifiers that *judge*
+    an ablation are a different role: ``ablation.dense_probe`` (per-feature standardised)."""
     M = _as_2d(M, "M")
     y = _check_y(y, M.shape[0])
     # One global scale (not per-feature) so that w stays a direction in raw output space.
     # liblinear: exact and fast at these sizes; intercept_scaling=10 keeps its penalty on c small.
     scale = float(np.std(M)) or 1.0
-    clf = LogisticRegression(C=C, solver="liblinear", intercept_scaling=10.0, max_iter=1000,
-                             random_state=seed).fit(M / scale, y)
+    clf = LogisticRegression(C=C, solver="liblinear", intercept_scaling=10.0, max_iter=1000, random_state=seed).fit(
+        M / scale, y
+    )
     return clf.coef_[0] / scale, float(clf.intercept_[0])
 
 
@@ -283,12 +304,13 @@ def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0
 # noise-neuron criterion
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Moments:
     delta: np.ndarray  # (d,) delta_i = E[c_i|y=1] - E[c_i|y=0]
-    g: np.ndarray      # (d,) g_i = Cov_0(c_i, s) + Cov_1(c_i, s), s = sum_j c_j
-    var: np.ndarray    # (d,) Sigma_ii = Var_0(c_i) + Var_1(c_i) + lambda
-    se: np.ndarray     # (d,) standard error of delta_i: sqrt(Var_1(c_i)/n1 + Var_0(c_i)/n0)
+    g: np.ndarray  # (d,) g_i = Cov_0(c_i, s) + Cov_1(c_i, s), s = sum_j c_j
+    var: np.ndarray  # (d,) Sigma_ii = Var_0(c_i) + Var_1(c_i) + lambda
+    se: np.ndarray  # (d,) standard error of delta_i: sqrt(Var_1(c_i)/n1 + Var_0(c_i)/n0)
 
 
 def _contribution_moments(C: np.ndarray, y: np.ndarray, ridge: float) -> _Moments:
@@ -330,14 +352,8 @@ def _delta_J(m: _Moments) -> np.ndarray:
 
 
 def noise_scores(C: np.ndarray, y: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
-    """Delta J_i = J(all \\ i) - J(all) = (D-delta_i)|D-delta_i| / (V-2g_i+Sigma_ii) - D|D|/V; > 0 = noise."""
+    r"""Delta J_i = J(all \ i) - J(all) = (D-delta_i)|D-delta_i| / (V-2g_i+Sigma_ii) - D|D|/V; > 0 = noise."""
     return _delta_J(_contribution_moments(C, y, ridge))
-
-
-def contribution_t(C: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """t_i = delta_i / se(delta_i), se = sqrt(Var_1(c_i)/n1 + Var_0(c_i)/n0) (Welch t of c_i)."""
-    m = _contribution_moments(C, y, 0.0)
-    return m.delta / np.maximum(m.se, np.finfo(np.float64).tiny)
 
 
 def fisher_curve(C: np.ndarray, y: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -354,16 +370,17 @@ def fisher_curve(C: np.ndarray, y: np.ndarray, order: np.ndarray) -> np.ndarray:
 class NoiseRemovalResult:
     """Outcome of the noise-neuron rule on one probe."""
 
-    kept: np.ndarray     # sorted indices of the k concept (non-noise) neurons
-    order: np.ndarray    # permutation of range(d_mlp), best first; set(order[:k]) == set(kept)
-    k: int               # number of concept neurons
-    scores: np.ndarray   # Delta J_i (noise_scores); > 0 = removing i raises J
-    t: np.ndarray        # Welch t of c_i's class difference (contribution_t)
-    tau: float           # significance threshold used on t
+    kept: np.ndarray  # sorted indices of the k concept (non-noise) neurons
+    order: np.ndarray  # permutation of range(d_mlp), best first; set(order[:k]) == set(kept)
+    k: int  # number of concept neurons
+    scores: np.ndarray  # Delta J_i (noise_scores); > 0 = removing i raises J
+    t: np.ndarray  # Welch t of c_i's class difference, delta_i / se(delta_i)
+    tau: float  # significance threshold used on t
 
 
-def select_by_noise_removal(C: np.ndarray, y: np.ndarray, tau: float | None = None,
-                            ridge: float = 1e-6) -> NoiseRemovalResult:
+def select_by_noise_removal(
+    C: np.ndarray, y: np.ndarray, tau: float | None = None, ridge: float = 1e-6
+) -> NoiseRemovalResult:
     """Noise iff Delta J_i > 0 or t_i < tau (tau = sqrt(2 ln d_mlp)); k = #non-noise; rank by Delta J_i."""
     m = _contribution_moments(C, y, ridge)
     d = m.delta.shape[0]
@@ -381,19 +398,20 @@ def select_by_noise_removal(C: np.ndarray, y: np.ndarray, tau: float | None = No
 # planted ground truth
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PlantedMLP:
     """Synthetic layer with known concept neurons; M = A @ W_out (b_out = 0)."""
 
-    A: np.ndarray            # (n, d_mlp) activations
-    y: np.ndarray            # (n,) balanced labels in {0, 1}
-    W_out: np.ndarray        # (d_mlp, d_model) writing vectors
-    true_idx: np.ndarray     # concept neurons: class-shifted AND writing along concept_dir
+    A: np.ndarray  # (n, d_mlp) activations
+    y: np.ndarray  # (n,) balanced labels in {0, 1}
+    W_out: np.ndarray  # (d_mlp, d_model) writing vectors
+    true_idx: np.ndarray  # concept neurons: class-shifted AND writing along concept_dir
     concept_dir: np.ndarray  # (d_model,) unit vector u the concept is written along
-    loud_idx: np.ndarray     # hard case: high-activation noise (large mean |a|, no class shift)
+    loud_idx: np.ndarray  # hard case: high-activation noise (large mean |a|, no class shift)
     weak_writer_idx: np.ndarray  # hard case: concept neurons with small writing norm (in true_idx)
-    correlated_idx: np.ndarray   # hard case: noise neurons sharing one latent factor
-    decoy_idx: np.ndarray    # hard case: class-shifted but writing orthogonal to u (not in true_idx)
+    correlated_idx: np.ndarray  # hard case: noise neurons sharing one latent factor
+    decoy_idx: np.ndarray  # hard case: class-shifted but writing orthogonal to u (not in true_idx)
 
     @property
     def M(self) -> np.ndarray:
@@ -402,19 +420,22 @@ class PlantedMLP:
 
 
 def _unit_orthogonal(rng: np.random.Generator, u: np.ndarray, m: int) -> np.ndarray:
-    """m random unit vectors orthogonal to the unit vector u, shape (m, len(u))."""
+    """M random unit vectors orthogonal to the unit vector u, shape (m, len(u))."""
     R = rng.standard_normal((m, u.shape[0]))
     R -= np.outer(R @ u, u)
     return R / np.linalg.norm(R, axis=1, keepdims=True)
 
 
-def planted_mlp(n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int = 16, seed: int = 0,
-                hard: bool = True) -> PlantedMLP:
+def planted_mlp(
+    n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int = 16, seed: int = 0, hard: bool = True
+) -> PlantedMLP:
     """Planted layer: a_i = mu_i + y Delta_i + sigma_i eps_i (+ lam_i z); concept W_out[i] ~ u."""
     # Concept neurons: W_out[i] = sign(Delta_i) alpha_i (cos phi_i u + sin phi_i r_i), r_i orthogonal to u.
     if not (0 < k_true and 4 * k_true <= d_mlp):
-        raise ValueError(f"k_true={k_true} with d_mlp={d_mlp}; need 0 < k_true <= d_mlp / 4 so the hard "
-                         "cases fit among the noise neurons")
+        raise ValueError(
+            f"k_true={k_true} with d_mlp={d_mlp}; need 0 < k_true <= d_mlp / 4 so the hard "
+            "cases fit among the noise neurons"
+        )
     if d_model < 2:
         raise ValueError(f"d_model={d_model}; need d_model >= 2 for a concept direction and its complement")
     rng = np.random.default_rng(seed)
@@ -424,10 +445,10 @@ def planted_mlp(n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int 
     perm = rng.permutation(d_mlp)
     true_idx = np.sort(perm[:k_true])
     n_hard = k_true if hard else 0
-    loud_idx = np.sort(perm[k_true:k_true + n_hard])
-    decoy_idx = np.sort(perm[k_true + n_hard:k_true + n_hard + n_hard // 2])
-    rest = perm[k_true + n_hard + n_hard // 2:]
-    correlated_idx = np.sort(rest[:rest.shape[0] // 4]) if hard else np.array([], dtype=np.int64)
+    loud_idx = np.sort(perm[k_true : k_true + n_hard])
+    decoy_idx = np.sort(perm[k_true + n_hard : k_true + n_hard + n_hard // 2])
+    rest = perm[k_true + n_hard + n_hard // 2 :]
+    correlated_idx = np.sort(rest[: rest.shape[0] // 4]) if hard else np.array([], dtype=np.int64)
     weak_writer_idx = np.sort(true_idx[: k_true // 3]) if hard else np.array([], dtype=np.int64)
 
     # Noise neurons: class-independent activations, random writing vectors of norm ~1.
@@ -444,8 +465,9 @@ def planted_mlp(n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int 
     cos_phi = rng.uniform(0.5, 0.9, k_true)[:, None]
     alpha = np.ones(k_true)
     alpha[np.isin(true_idx, weak_writer_idx)] = 0.2
-    W_out[true_idx] = (sign * alpha)[:, None] * (cos_phi * u + np.sqrt(1 - cos_phi**2)
-                                                 * _unit_orthogonal(rng, u, k_true))
+    W_out[true_idx] = (sign * alpha)[:, None] * (
+        cos_phi * u + np.sqrt(1 - cos_phi**2) * _unit_orthogonal(rng, u, k_true)
+    )
 
     if hard:
         # Loud noise: mean activation 5-10x the typical one, no class shift, ordinary writing vectors.
@@ -453,8 +475,9 @@ def planted_mlp(n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int 
         sigma[loud_idx] = rng.uniform(1.5, 3.0, loud_idx.shape[0])
         # Decoys: same class shift as concept neurons but writing orthogonal to u: active, class
         # informative, yet they do not move the output along the concept direction -> not true.
-        shift[decoy_idx] = rng.choice([-1.0, 1.0], decoy_idx.shape[0]) * rng.uniform(
-            0.4, 0.8, decoy_idx.shape[0]) * sigma[decoy_idx]
+        shift[decoy_idx] = (
+            rng.choice([-1.0, 1.0], decoy_idx.shape[0]) * rng.uniform(0.4, 0.8, decoy_idx.shape[0]) * sigma[decoy_idx]
+        )
         W_out[decoy_idx] = _unit_orthogonal(rng, u, decoy_idx.shape[0])
 
     A = mu + np.outer(y, shift) + sigma * rng.standard_normal((n, d_mlp))
@@ -469,8 +492,10 @@ def planted_mlp(n: int = 1000, d_mlp: int = 256, d_model: int = 64, k_true: int 
 def _check_order(order: np.ndarray, d: int | None = None) -> np.ndarray:
     order = np.asarray(order)
     if order.ndim != 1 or (d is not None and order.shape[0] != d):
-        raise ValueError(f"order has shape {order.shape}; pass a 1-D ranking of neuron indices, best first"
-                         + (f", of length {d}" if d is not None else ""))
+        raise ValueError(
+            f"order has shape {order.shape}; pass a 1-D ranking of neuron indices, best first"
+            + (f", of length {d}" if d is not None else "")
+        )
     return order
 
 

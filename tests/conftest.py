@@ -1,9 +1,19 @@
-"""Shared fixtures. The real model is loaded once per test session (about 20 s)."""
+"""Shared fixtures. The real model is loaded once per test session (about 5 s from the cached copy).
+
+Every test that uses the `bridge` fixture is marked `model` automatically, so `pytest -m "not model"`
+is the fast loop; tests that load a model in a subprocess carry the mark explicitly.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "bridge" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,13 @@ from sklearn.metrics import roc_auc_score
 
 from sparseprobe_core import ablation, activations, concepts
 from sparseprobe_core.ablation import (
-    LayerData, OutputEvaluator, curve_area, fill_values, kept_neurons, mean_ci, retrained_auroc,
+    LayerData,
+    OutputEvaluator,
+    curve_area,
+    fill_values,
+    kept_neurons,
+    mean_ci,
+    retrained_auroc,
 )
 
 D_MLP, D_MODEL = 48, 12
@@ -35,7 +41,9 @@ def test_keep_all_reproduces_clean_auroc(data):
     clean = roc_auc_score(data.y_test, ev.probe.decision_function(data.A_test @ data.W_out + data.b_out))
     order = np.arange(D_MLP)
     for fill in ablation.FILLS:
-        assert ev(kept_neurons(order, D_MLP, "keep"), fill_values(data.A_train, fill)) == pytest.approx(clean, abs=1e-12)
+        assert ev(kept_neurons(order, D_MLP, "keep"), fill_values(data.A_train, fill)) == pytest.approx(
+            clean, abs=1e-12
+        )
         assert ev(kept_neurons(order, 0, "remove"), fill_values(data.A_train, fill)) == pytest.approx(clean, abs=1e-12)
     assert clean > 0.75  # the concept is readable, so the checks below are not trivial
     full = ablation.dense_probe().fit(data.A_fit, data.y_fit)
@@ -85,15 +93,25 @@ def test_keep_none_is_exactly_chance(data):
 def test_mean_ablation_uses_train_means_only(data):
     fill = fill_values(data.A_train, "mean")
     np.testing.assert_array_equal(fill, data.A_train.mean(axis=0))
-    shifted = LayerData(data.A_train, data.y_train, data.A_fit, data.y_fit, data.A_test + 100.0 * data.y_test[:, None],
-                        data.y_test, data.W_out, data.b_out)
+    shifted = LayerData(
+        data.A_train,
+        data.y_train,
+        data.A_fit,
+        data.y_fit,
+        data.A_test + 100.0 * data.y_test[:, None],
+        data.y_test,
+        data.W_out,
+        data.b_out,
+    )
     np.testing.assert_array_equal(fill_values(shifted.A_train, "mean"), fill)
     # an ablated neuron's test activation never reaches the score: changing it changes nothing
     ev = OutputEvaluator(data)
     keep = kept_neurons(np.arange(D_MLP), 4, "keep")  # the 4 concept neurons survive
     A_changed = data.A_test.copy()
     A_changed[:, ~keep] = np.random.default_rng(2).normal(size=(len(A_changed), (~keep).sum())) * 50
-    changed = LayerData(data.A_train, data.y_train, data.A_fit, data.y_fit, A_changed, data.y_test, data.W_out, data.b_out)
+    changed = LayerData(
+        data.A_train, data.y_train, data.A_fit, data.y_fit, A_changed, data.y_test, data.W_out, data.b_out
+    )
     np.testing.assert_allclose(OutputEvaluator(changed).scores(keep, fill), ev.scores(keep, fill), rtol=1e-12)
     # the train split really is disjoint from test in from_split
     y = np.repeat([0, 1], 50)
@@ -130,17 +148,24 @@ def test_curve_area_on_known_curves():
 
 def test_mean_ci():
     mean, lo, hi = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0 and lo == pytest.approx(2 - 4.302653 / np.sqrt(3)) and hi == pytest.approx(2 + 4.302653 / np.sqrt(3))
+    assert (
+        mean == 2.0
+        and lo == pytest.approx(2 - 4.302653 / np.sqrt(3))
+        and hi == pytest.approx(2 + 4.302653 / np.sqrt(3))
+    )
     assert np.isnan(mean_ci([0.5])[1])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: kept_neurons(np.arange(10), 11, "keep"), "outside 0..10"),
-    (lambda: kept_neurons(np.arange(10), -1, "remove"), "outside 0..10"),
-    (lambda: kept_neurons(np.arange(10), 2.5, "keep"), "integer"),
-    (lambda: kept_neurons(np.arange(10), 3, "drop"), "unknown ablation mode"),
-    (lambda: fill_values(np.zeros((3, 10)), "median"), "unknown fill"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: kept_neurons(np.arange(10), 11, "keep"), "outside 0..10"),
+        (lambda: kept_neurons(np.arange(10), -1, "remove"), "outside 0..10"),
+        (lambda: kept_neurons(np.arange(10), 2.5, "keep"), "integer"),
+        (lambda: kept_neurons(np.arange(10), 3, "drop"), "unknown ablation mode"),
+        (lambda: fill_values(np.zeros((3, 10)), "median"), "unknown fill"),
+    ],
+)
 def test_bad_inputs_give_one_line_errors(call, message):
     with pytest.raises(ValueError, match=message) as err:
         call()
@@ -150,7 +175,9 @@ def test_bad_inputs_give_one_line_errors(call, message):
 def test_memo_scores_each_mask_once(data):
     ev = ablation.Memo(OutputEvaluator(data))
     fill = fill_values(data.A_train, "mean")
-    curves = [ablation.ablation_curve(o, [1, 4, D_MLP], "keep", fill, ev) for o in (np.arange(D_MLP), np.arange(D_MLP)[::-1])]
+    curves = [
+        ablation.ablation_curve(o, [1, 4, D_MLP], "keep", fill, ev) for o in (np.arange(D_MLP), np.arange(D_MLP)[::-1])
+    ]
     assert curves[0][-1] == curves[1][-1] and ev.calls == 5  # keep-all is shared
 
 
@@ -166,8 +193,18 @@ def test_evaluate_masks_scores_each_distinct_mask_once_in_one_call():
     assert out == {"a": 3.0, "b": 7.0, "a again": 3.0} and calls == [2]
 
 
-TEXTS = ["x = 'hello", "print(42", "The cat sat on the", "def f(a, b):", "Bonjour tout le", "n = 3 +",
-         "# a comment about", "s = \"abc", "I really loved this", "return x *"]
+TEXTS = [
+    "x = 'hello",
+    "print(42",
+    "The cat sat on the",
+    "def f(a, b):",
+    "Bonjour tout le",
+    "n = 3 +",
+    "# a comment about",
+    's = "abc',
+    "I really loved this",
+    "return x *",
+]
 
 
 def test_kv_reuse_equals_naive_full_rerun(bridge):
@@ -192,7 +229,9 @@ def test_kv_reuse_equals_naive_full_rerun(bridge):
     np.testing.assert_allclose(many[0], clean, atol=tol, rtol=0)
     # the clean run matches the cached clean residual, and the cache is restored after every setting
     final = activations.run_last_token(bridge, ids, [activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)])
-    np.testing.assert_allclose(clean, final[activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)], atol=tol, rtol=0)
+    np.testing.assert_allclose(
+        clean, final[activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)], atol=tol, rtol=0
+    )
     np.testing.assert_array_equal(runner.final_resid(keep, fill), fast)
     assert all(cache.get_seq_length() == inputs["input_ids"].shape[1] - 1 for inputs, cache, _ in runner.batches)
 

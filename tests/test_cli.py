@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +22,27 @@ PY = sys.executable
 
 
 def _cli(*args, env=None, timeout=600):
-    return subprocess.run([PY, "-m", "sparseprobe_core", *args], cwd=paths.ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [PY, "-m", "sparseprobe_core", *args],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def _one_error_line(result, pattern):
-    assert result.returncode != 0
-    lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+def _one_error_line(result, pattern, status=1):
+    """A data or run-time error: exit status 1 and exactly one `error:` line naming the problem."""
+    assert result.returncode == status, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and pattern in lines[0], result.stderr[-2000:]
+
+
+def _usage_error(result, pattern):
+    """A usage error: argparse's exit status 2 and its `... error: ...` line."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert pattern in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +59,20 @@ def small_concept(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["--concept", "missing.csv", "--layer", "1"], "cannot be read"),
-    (["--concept", "python_number", "--layer", "1", "--method", "magic"], "unknown method 'magic'"),
-    (["--concept", "python_number", "--layer", "1", "--k", "0"], "must be a positive number"),
-])
-def test_rank_rejects_bad_input_before_loading_the_model(args, pattern):
-    _one_error_line(_cli("rank", *args), pattern)
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--concept", "python_number", "--layer", "1", "--method", "magic"], "invalid choice: 'magic'"),
+        (["--concept", "python_number", "--layer", "1", "--k", "0"], "must be a positive number"),
+        (["--concept", "python_number"], "the following arguments are required: --layer"),
+    ],
+)
+def test_rank_usage_errors_exit_2(args, pattern):
+    _usage_error(_cli("rank", *args), pattern)
+
+
+def test_rank_missing_file_exits_1():
+    _one_error_line(_cli("rank", "--concept", "missing.csv", "--layer", "1"), "cannot be read")
 
 
 def test_rank_bad_file_content(tmp_path):
@@ -61,28 +82,62 @@ def test_rank_bad_file_content(tmp_path):
 
 
 def test_rank_unknown_model_offline(small_concept):
-    result = _cli("rank", "--concept", str(small_concept), "--layer", "1", "--model", "no-org/no-model-xyz",
-                  env={"HF_HUB_OFFLINE": "1"})
+    result = _cli(
+        "rank",
+        "--concept",
+        str(small_concept),
+        "--layer",
+        "1",
+        "--model",
+        "no-org/no-model-xyz",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     _one_error_line(result, "cannot be fetched offline")
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["--layer", "30"], "out of range"),
-    (["--layer", "2", "--k", "5000"], "exceeds the layer's 1536 neurons"),
-])
+def test_help_version_and_hidden_plumbing():
+    top = _cli("--help")
+    assert top.returncode == 0 and "rank" in top.stdout
+    assert "execute" not in top.stdout and "check-concept" not in top.stdout
+    rank_help = _cli("rank", "--help").stdout
+    assert "sparse_prober_contribution" in rank_help and "f_stat" in rank_help  # --method lists its choices
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sparseprobe ")
+    usage = subprocess.run(["bash", "run_all.sh", "--help"], cwd=paths.ROOT, capture_output=True, text=True)
+    assert usage.returncode == 0 and usage.stdout.startswith("Usage: ./run_all.sh") and "--concept FILE" in usage.stdout
+
+
+def test_console_script_is_installed():
+    script = Path(PY).parent / "sparseprobe"
+    assert script.exists(), "pip install -e . declares the console script `sparseprobe`"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "sparseprobe" in result.stdout
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--layer", "30"], "out of range"),
+        (["--layer", "2", "--k", "5000"], "exceeds the layer's 1536 neurons"),
+    ],
+)
 def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern):
     _one_error_line(_cli("rank", "--concept", str(small_concept), *args), pattern)
 
 
-def test_rank_json_lists_top_neurons(small_concept, tmp_path):
-    result = _cli("rank", "--concept", str(small_concept), "--layer", "3", "--method", "mean_diff", "--k", "5", "--json",
-                  env={"SPARSEPROBE_CACHE": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout)
-    neurons = out["neurons"]
-    assert [n["rank"] for n in neurons] == [1, 2, 3, 4, 5] and len({n["neuron"] for n in neurons}) == 5
-    assert all(n["writing_norm"] > 0 and -1 <= n["alignment"] <= 1 for n in neurons)
-    assert np.all(np.diff([n["score"] for n in neurons]) <= 0)
+@pytest.mark.model
+def test_rank_prints_what_each_neuron_does(small_concept, tmp_path):
+    args = ["rank", "--concept", str(small_concept), "--layer", "3", "--k", "5", "--json"]
+    env = {"SPARSEPROBE_CACHE": str(tmp_path)}
+    native = json.loads(_cli(*args, "--method", "mean_diff", env=env).stdout)["neurons"]
+    assert [n["rank"] for n in native] == [1, 2, 3, 4, 5] and len({n["neuron"] for n in native}) == 5
+    assert all(n["writing_norm"] > 0 and -1 <= n["alignment"] <= 1 and 0 <= n["auroc"] <= 1 for n in native)
+    assert np.all(np.diff([n["score"] for n in native]) <= 0)  # mean_diff's own statistic, descending
+    # |E[a|1] - E[a|0]| is mean_diff's score, and the printed class shift is that difference
+    assert all(n["score"] == pytest.approx(abs(n["delta_a"]), rel=1e-5) for n in native)
+    ours = json.loads(_cli(*args, env=env).stdout)["neurons"]  # the prober: an order, so no rank-index "score"
+    assert "score" not in ours[0] and all(np.isfinite(n["contribution"]) for n in ours)
 
 
 def test_unknown_profile():
@@ -92,28 +147,50 @@ def test_unknown_profile():
     assert result.returncode == 2 and "unknown profile 'fast'" in result.stderr
 
 
-def test_run_all_with_bad_concept_leaves_figures_untouched(tmp_path):
+def test_run_all_with_bad_concept_stops_before_any_notebook(tmp_path):
     bad = tmp_path / "one_class.csv"
     bad.write_text("text,label\n" + "".join(f"row {i},1\n" for i in range(30)))
     before = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
-    result = subprocess.run(["bash", "run_all.sh", "--concept", str(bad)], cwd=paths.ROOT, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode != 0
-    assert "only one class" in result.stderr
+    result = subprocess.run(
+        ["bash", "run_all.sh", "--concept", str(bad)], cwd=paths.ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "has only one class (label 1)" in errors[0]
+    assert ".ipynb" not in result.stderr  # validated before any notebook started
     assert not (paths.ROOT / "runs" / "one_class").exists()
     after = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
     assert after == before
     assert not list((paths.ROOT / ".cache").glob("run.*"))
 
 
+def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):
+    src = tmp_path / "My Concept.csv"
+    rows = "".join(f"zero {i},0\n" for i in range(25)) + "".join(f"one {i},1.0\n" for i in range(25))
+    src.write_text("Text,Label\n" + rows + "one 3,1\none 4,1\n")
+    dest = tmp_path / "copy.csv"
+    result = _cli("check-concept", str(src), "--copy-to", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert "dropped 2 repeated row(s)" in result.stderr and "50 texts (25 label 1 / 25 label 0)" in result.stderr
+    assert dest.read_bytes() == src.read_bytes()
+
+
 def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, monkeypatch):
-    hooks = [activations.HIDDEN.format(layer=l) for l in range(0, 30, 3)]
-    script = (f"from sparseprobe_core import models, activations as a, concepts as c\n"
-              f"b = models.load_model(); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
-              f"print('start', flush=True)\n"
-              f"a.collect(b, 'smollm2-135m', t, {hooks!r}, batch_size=2)\n")
-    proc = subprocess.Popen([PY, "-c", script], cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env={**os.environ, "SPARSEPROBE_CACHE": str(tmp_path)})
+    hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, 30, 3)]
+    script = (
+        f"from sparseprobe_core import models, activations as a, concepts as c\n"
+        f"b = models.load_model(); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
+        f"print('start', flush=True)\n"
+        f"a.collect(b, 'smollm2-135m', t, {hooks!r}, batch_size=2)\n"
+    )
+    proc = subprocess.Popen(
+        [PY, "-c", script],
+        cwd=paths.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SPARSEPROBE_CACHE": str(tmp_path)},
+    )
     assert proc.stdout.readline().strip() == "start"
     time.sleep(2.0)  # mid-collection: the forward pass over 25 batches takes longer than this
     proc.send_signal(signal.SIGKILL)

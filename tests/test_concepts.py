@@ -22,17 +22,22 @@ def test_valid_file_loads(tmp_path):
     assert len(c) == 50 and c.labels.sum() == 25 and c.name == "c" and len(c.sha256) == 64
 
 
-@pytest.mark.parametrize("content, message", [
-    ("words,label\na,0\n", "needs columns 'text,label'"),
-    (_rows().replace("one 3,1", "one 3,2"), "labels must be 0 or 1"),
-    (_rows().replace("one 3,1", "one 3,yes"), "labels must be 0 or 1"),
-    ("text,label\n" + "".join(f"zero {i},0\n" for i in range(30)), "only one class"),
-    (_rows(25, 5), "give at least 20 of each"),
-    (_rows().replace("one 3,1", ",1"), "empty text"),
-    (_rows().replace("one 3,1", "   ,1"), "empty text"),
-    (_rows().replace("one 3,1", "one 4,1"), "same text"),
-    (_rows().encode() + b"caf\xe9,1\n", "is not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("words,label\na,0\n", "needs columns 'text,label'"),
+        (_rows().replace("one 3,1", "one 3,2"), "labels must be 0 or 1"),
+        (_rows().replace("one 3,1", "one 3,yes"), "labels must be 0 or 1"),
+        ("text,label\n" + "".join(f"zero {i},0\n" for i in range(30)), "only one class"),
+        (_rows(25, 5), "give at least 20 of each"),
+        (_rows().replace("one 3,1", ",1"), "empty text"),
+        (_rows().replace("one 3,1", "   ,1"), "empty text"),
+        (_rows().replace("one 3,1", "zero 4,1"), "lines 6 and 30 have the same text with labels 0 and 1"),
+        ("text,label\n", "has no rows, only a header"),
+        (_rows().replace("one 3,1", "one 3,1.5"), "labels must be 0 or 1"),
+        (_rows().encode() + b"caf\xe9,1\n", "is not UTF-8"),
+    ],
+)
 def test_malformed_files_fail_with_one_line(tmp_path, content, message):
     with pytest.raises(ConceptError, match=message) as err:
         concepts.load_concept(_write(tmp_path, content))
@@ -67,3 +72,18 @@ def test_shipped_concepts_are_valid_and_balanced(name):
     c = concepts.load_concept(name)
     counts = np.bincount(c.labels)
     assert counts[0] == counts[1] >= 400
+
+
+def test_repeated_rows_are_dropped_with_one_warning(tmp_path):
+    content = _rows() + "one 3,1\none 3,1\nzero 7,0\n"
+    with pytest.warns(UserWarning, match=r"c\.csv: dropped 3 repeated row\(s\) \(same text and label\)"):
+        c = concepts.load_concept(_write(tmp_path, content))
+    assert len(c) == 50 and len(set(c.texts)) == 50
+
+
+def test_header_case_and_pandas_labels_are_accepted(tmp_path):
+    content = (
+        "Text,Label\n" + "".join(f"zero {i},0.0\n" for i in range(25)) + "".join(f"one {i},1.0\n" for i in range(25))
+    )
+    c = concepts.load_concept(_write(tmp_path, content))
+    assert len(c) == 50 and c.labels.sum() == 25

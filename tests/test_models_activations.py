@@ -66,6 +66,6 @@ def test_unknown_model_offline_is_one_line(monkeypatch):
 
 
 def test_layer_out_of_range():
-    info = models.ModelInfo("m", 4, 8, 2, 16)
+    info = models.ModelInfo("m", 4, 8, 2)
     with pytest.raises(ValueError, match=r"layers 0\.\.3"):
         models.check_layer(info, 4)

@@ -13,14 +13,19 @@ def test_run_all_runs_every_numbered_notebook():
     assert "notebooks/[0-9][0-9]_*.ipynb" in script
 
 
+def _code(nb) -> list[str]:
+    return [
+        c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
+
+
 def test_nbval_checks_the_same_notebooks_with_the_same_code():
     checked = sorted(p.name for p in (paths.ROOT / "tests" / "nbval").glob("*.ipynb"))
     assert checked == ON_DISK
     for name in ON_DISK:
-        code = lambda nb: [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
         ours = nbformat.read(paths.NOTEBOOKS / name, as_version=4)
         ref = nbformat.read(paths.ROOT / "tests" / "nbval" / name, as_version=4)
-        assert code(ours) == code(ref), f"tests/nbval/{name} is stale: run ./run_all.sh --profile ci"
+        assert _code(ours) == _code(ref), f"tests/nbval/{name} is stale: run ./run_all.sh --profile ci"
 
 
 @pytest.mark.parametrize("name", ON_DISK)

@@ -21,7 +21,7 @@ def planted(n: int = 600, d_mlp: int = 200, d_model: int = 32, seed: int = 0) ->
     d = rng.normal(size=d_model)
     d /= np.linalg.norm(d)
     perm = rng.permutation(d_mlp)
-    true, decoy, noise = np.sort(perm[:K_TRUE]), np.sort(perm[K_TRUE:K_TRUE + 15]), perm[K_TRUE + 15:]
+    true, decoy, noise = np.sort(perm[:K_TRUE]), np.sort(perm[K_TRUE : K_TRUE + 15]), perm[K_TRUE + 15 :]
     sd = np.ones(d_mlp)
     sd[noise] = rng.uniform(1.0, 3.0, noise.size)
     shift = np.zeros(d_mlp)
@@ -51,11 +51,13 @@ def precision_top(order: np.ndarray, true: np.ndarray, k: int = K_TRUE) -> float
 # checks (random data of many widths) cannot supply; they are covered by the tests below. The other
 # three configurations pass every check. The only skip is sklearn's own: check_array_api_input
 # skips itself unless SCIPY_ARRAY_API=1 is set (the prober is numpy-only anyway).
-@parametrize_with_checks([
-    SparseProber(weighting="none"),
-    SparseProber(weighting="none", standardize="feature", k=1),
-    SparseProber(weighting="adaptive"),
-])
+@parametrize_with_checks(
+    [
+        SparseProber(weighting="none"),
+        SparseProber(weighting="none", standardize="feature", k=1),
+        SparseProber(weighting="adaptive"),
+    ]
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -65,8 +67,7 @@ def test_sklearn_compatible(estimator, check):
 @pytest.mark.parametrize("standardize", ["global", "feature"])
 def test_neuron_space_coef_is_the_decision_function(data, weighting, standardize):
     A, y = data["A"], data["y"]
-    p = SparseProber(weighting=weighting, W_out=data["W_out"], standardize=standardize,
-                     C=0.05).fit(A[:400], y[:400])
+    p = SparseProber(weighting=weighting, W_out=data["W_out"], standardize=standardize, C=0.05).fit(A[:400], y[:400])
     A_new = A[400:]
     s = p.decision_function(A_new)
     assert np.array_equal(s, A_new @ p.coef_ + p.intercept_)
@@ -91,8 +92,9 @@ def test_feature_standardised_none_is_the_classic_l1_probe(data):
     A, y = data["A"], data["y"]
     p = SparseProber(weighting="none", standardize="feature", C=0.05).fit(A, y)
     Z = (A - A.mean(axis=0)) / A.std(axis=0)
-    ref = LogisticRegression(C=0.05, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0,
-                             random_state=0).fit(Z, y)
+    ref = LogisticRegression(C=0.05, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0, random_state=0).fit(
+        Z, y
+    )
     np.testing.assert_allclose(p.coef_ * A.std(axis=0), ref.coef_[0], rtol=1e-10, atol=1e-12)
 
 
@@ -108,14 +110,17 @@ def test_only_relative_weights_matter(data):
 
 
 # --- recovery of planted concept neurons ----------------------------------------------------------
-@pytest.mark.parametrize("weighting,standardize,min_precision", [
-    ("contribution", "global", 0.9),
-    ("contribution", "feature", 0.9),
-    ("norm", "feature", 0.9),
-    # Raw-scale L1 favours high-variance neurons: the two misses are noise neurons with sd ~2.8
-    # and spurious |r| ~0.1 (seed 0; 0.7-0.9 over seeds 0-9). z-scoring first (above) fixes it.
-    ("norm", "global", 0.8),
-])
+@pytest.mark.parametrize(
+    "weighting,standardize,min_precision",
+    [
+        ("contribution", "global", 0.9),
+        ("contribution", "feature", 0.9),
+        ("norm", "feature", 0.9),
+        # Raw-scale L1 favours high-variance neurons: the two misses are noise neurons with sd ~2.8
+        # and spurious |r| ~0.1 (seed 0; 0.7-0.9 over seeds 0-9). z-scoring first (above) fixes it.
+        ("norm", "global", 0.8),
+    ],
+)
 def test_weighted_prober_recovers_planted_neurons(data, weighting, standardize, min_precision):
     kw = dict(W_out=data["W_out"], standardize=standardize, k=K_TRUE)
     weighted = SparseProber(weighting=weighting, **kw).fit(data["A"], data["y"])
@@ -128,8 +133,9 @@ def test_weighted_prober_recovers_planted_neurons(data, weighting, standardize, 
 
 
 def test_fixed_direction_recovers_planted_neurons(data):
-    p = SparseProber(weighting="contribution", W_out=data["W_out"], direction=data["d"],
-                     k=K_TRUE).fit(data["A"], data["y"])
+    p = SparseProber(weighting="contribution", W_out=data["W_out"], direction=data["d"], k=K_TRUE).fit(
+        data["A"], data["y"]
+    )
     assert precision_top(p.ranking_, data["true"]) == 1.0
     assert p.direction_ @ data["d"] == pytest.approx(1.0)
 
@@ -152,8 +158,7 @@ def test_zero_writing_vector_is_never_selected_under_norm(data):
         SparseProber(weighting="norm", W_out=W, k=200).fit(A, y)
     plain = SparseProber(weighting="none", C=0.1).fit(A, y)
     assert plain.coef_[silent] != 0.0  # so the test above is not vacuous
-    path = prober_path(A[:400], y[:400], A[400:], y[400:], weighting="norm", W_out=W,
-                       c_max_ratio=1e4)
+    path = prober_path(A[:400], y[:400], A[400:], y[400:], weighting="norm", W_out=W, c_max_ratio=1e4)
     assert path.n_selected[-1] > 150
     assert all(silent not in s for s in path.selected) and path.entry_step[silent] == -1
 
@@ -177,8 +182,9 @@ def test_k_targeting_selects_exactly_k(data, k):
 @pytest.fixture(scope="module")
 def path(data) -> PathResult:
     A, y = data["A"], data["y"]
-    return prober_path(A[:400], y[:400], A[400:], y[400:], weighting="contribution",
-                       W_out=data["W_out"], n_strengths=12)
+    return prober_path(
+        A[:400], y[:400], A[400:], y[400:], weighting="contribution", W_out=data["W_out"], n_strengths=12
+    )
 
 
 def test_path_auroc_rises_with_C(path):
@@ -224,7 +230,7 @@ def test_auroc_at_interpolates_in_log_k(path):
 
 
 def test_choose_k_follows_the_noise_neuron_rule(path, data):
-    """k from theory.select_by_noise_removal on held-out contributions of the densest path fit."""
+    """K from theory.select_by_noise_removal on held-out contributions of the densest path fit."""
     A_val, y_val = data["A"][400:], data["y"][400:]
     choice = choose_k(path, A_val, y_val)
     assert K_TRUE - 3 <= choice.k <= K_TRUE + 2
@@ -239,23 +245,24 @@ def test_choose_k_follows_the_noise_neuron_rule(path, data):
 
 
 # --- bad input --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mutate,kwargs,match", [
-    (lambda A, y: (np.where(np.arange(A.size).reshape(A.shape) == 7, np.nan, A), y), {},
-     "NaN or inf in 1 entries"),
-    (lambda A, y: (np.where(np.arange(A.size).reshape(A.shape) == 7, np.inf, A), y), {},
-     "NaN or inf"),
-    (lambda A, y: (A, np.ones_like(y)), {}, "one class"),
-    (lambda A, y: (A, np.arange(y.size) % 3), {}, "Only binary classification"),
-    (None, dict(k=0), "1 <= k <= 200"),
-    (None, dict(k=201), "1 <= k <= 200"),
-    (None, dict(W_out="short"), "A has 200 columns but W_out has shape \\(199, 32\\)"),
-    (None, dict(W_out="transposed"), "pass W_out.T"),
-    (None, dict(W_out=None), "needs W_out"),
-    (None, dict(weighting="contrib"), "unknown weighting 'contrib'"),
-    (None, dict(standardize="none"), "unknown standardize"),
-    (None, dict(direction=np.ones(5)), "direction has shape \\(5,\\)"),
-    (None, dict(C=0.0), "finite C > 0"),
-])
+@pytest.mark.parametrize(
+    "mutate,kwargs,match",
+    [
+        (lambda A, y: (np.where(np.arange(A.size).reshape(A.shape) == 7, np.nan, A), y), {}, "NaN or inf in 1 entries"),
+        (lambda A, y: (np.where(np.arange(A.size).reshape(A.shape) == 7, np.inf, A), y), {}, "NaN or inf"),
+        (lambda A, y: (A, np.ones_like(y)), {}, "one class"),
+        (lambda A, y: (A, np.arange(y.size) % 3), {}, "Only binary classification"),
+        (None, dict(k=0), "1 <= k <= 200"),
+        (None, dict(k=201), "1 <= k <= 200"),
+        (None, dict(W_out="short"), "A has 200 columns but W_out has shape \\(199, 32\\)"),
+        (None, dict(W_out="transposed"), "pass W_out.T"),
+        (None, dict(W_out=None), "needs W_out"),
+        (None, dict(weighting="contrib"), "unknown weighting 'contrib'"),
+        (None, dict(standardize="none"), "unknown standardize"),
+        (None, dict(direction=np.ones(5)), "direction has shape \\(5,\\)"),
+        (None, dict(C=0.0), "finite C > 0"),
+    ],
+)
 def test_bad_input_raises_one_line_error(data, mutate, kwargs, match):
     A, y, W = data["A"], data["y"], data["W_out"]
     if mutate is not None:

@@ -1,7 +1,7 @@
 """Tests for sparseprobe_core.theory: the reduction identity, the column-space projection, the
 noise-neuron criterion on planted ground truth, and input validation."""
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -47,11 +47,11 @@ def test_contribution_decomposition_factors_beta():
     y = np.arange(N) % 2
     dec = T.contribution_decomposition(A, W_out, w, y)
     np.testing.assert_allclose(dec.beta, W_out @ w, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dec.writing_norm * np.linalg.norm(w) * dec.cos_theta, W_out @ w,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dec.writing_norm * np.linalg.norm(w) * dec.cos_theta, W_out @ w, rtol=1e-12, atol=1e-12)
     assert np.all(np.abs(dec.cos_theta) <= 1 + 1e-12)
-    np.testing.assert_allclose(dec.mean_activation_by_class.mean(axis=0), dec.mean_activation,
-                               rtol=1e-12, atol=1e-12)  # balanced classes
+    np.testing.assert_allclose(
+        dec.mean_activation_by_class.mean(axis=0), dec.mean_activation, rtol=1e-12, atol=1e-12
+    )  # balanced classes
 
 
 def test_writable_projection_of_an_output_probe_has_no_remainder():
@@ -95,7 +95,7 @@ def test_noise_scores_match_brute_force_removal():
 K_TRUE = 32
 
 
-@lru_cache(maxsize=None)  # shared by the precision and the k tests; results are only read
+@cache  # shared by the precision and the k tests; results are only read
 def _planted_recovery(seed: int, hard: bool) -> dict:
     """Fit the output probe on one half, run every ranking on the other half."""
     P = T.planted_mlp(n=1000, d_mlp=512, d_model=128, k_true=K_TRUE, seed=seed, hard=hard)
@@ -108,8 +108,7 @@ def _planted_recovery(seed: int, hard: bool) -> dict:
     orders = {
         "criterion": res.order,
         "mean_abs_activation": np.argsort(-np.abs(A).mean(axis=0), kind="stable"),
-        "mean_difference": np.argsort(-np.abs(A[y == 1].mean(axis=0) - A[y == 0].mean(axis=0)),
-                                      kind="stable"),
+        "mean_difference": np.argsort(-np.abs(A[y == 1].mean(axis=0) - A[y == 0].mean(axis=0)), kind="stable"),
     }
     return {
         "precision": {m: T.precision_at_k(o, P.true_idx, K_TRUE) for m, o in orders.items()},
@@ -136,14 +135,14 @@ def test_criterion_recovers_planted_concept_neurons(seed, hard):
 @pytest.mark.parametrize("hard", [True, False], ids=["hard", "easy"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_criterion_chooses_k_near_the_label_visible_set(seed, hard):
-    """k should match true_idx plus the decoys: the decoys' class signal is visible to any
+    """K should match true_idx plus the decoys: the decoys' class signal is visible to any
     label-trained probe, so the rule keeps them (documented in planted_mlp); nothing else."""
     out = _planted_recovery(seed, hard)
     P, kept = out["planted"], out["kept"]
     visible = np.union1d(P.true_idx, P.decoy_idx)
     assert abs(out["k"] - visible.size) <= 0.25 * K_TRUE
-    assert np.isin(P.true_idx, kept).mean() >= 0.9                 # recall of the kept set
-    assert np.setdiff1d(kept, visible).size <= 2                    # pure-noise false positives
+    assert np.isin(P.true_idx, kept).mean() >= 0.9  # recall of the kept set
+    assert np.setdiff1d(kept, visible).size <= 2  # pure-noise false positives
     assert not np.isin(P.loud_idx, kept).any()
     assert np.isin(P.weak_writer_idx, kept).mean() >= 0.8 if hard else True
 
@@ -160,23 +159,33 @@ def test_planted_generator_is_deterministic_and_consistent():
     assert np.abs(a.A[:, a.loud_idx]).mean() > 3 * np.abs(a.A[:, a.true_idx]).mean()
 
 
-@pytest.mark.parametrize("call, fragment", [
-    (lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((6, 4)), np.zeros(4), np.ones(4)),
-     "A has 8 columns but W_out has 6 rows"),
-    (lambda: T.neuron_contributions(np.ones((5, 8)), T.effective_neuron_weights(np.ones((4, 8)), np.ones(8))),
-     "beta has shape (4,) but A has 8 columns"),
-    (lambda: T.contribution_decomposition(np.ones((5, 8)), np.ones((4, 8)), np.ones(4)),
-     "pass W_out.T"),
-    (lambda: T.effective_neuron_weights(np.ones((8, 4)), np.ones(5)), "w has shape (5,)"),
-    (lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((8, 4)), np.zeros(3), np.ones(4)),
-     "b_out has shape (3,)"),
-    (lambda: T.writable_projection(np.ones((8, 4)), np.ones(4)), "v has shape (4,)"),
-    (lambda: T.noise_scores(np.ones((6, 3)), np.array([0, 1, 0, 1, 0])), "y has shape (5,)"),
-    (lambda: T.select_by_noise_removal(np.ones((6, 3)), np.zeros(6, dtype=int)),
-     "6 rows of class 0 and 0 of class 1"),
-    (lambda: T.noise_scores(np.ones((4, 3)), np.array([0, 2, 0, 2])), "only 0 and 1"),
-    (lambda: T.precision_at_k(np.arange(5), np.array([1]), 6), "k=6"),
-])
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (
+            lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((6, 4)), np.zeros(4), np.ones(4)),
+            "A has 8 columns but W_out has 6 rows",
+        ),
+        (
+            lambda: T.neuron_contributions(np.ones((5, 8)), T.effective_neuron_weights(np.ones((4, 8)), np.ones(8))),
+            "beta has shape (4,) but A has 8 columns",
+        ),
+        (lambda: T.contribution_decomposition(np.ones((5, 8)), np.ones((4, 8)), np.ones(4)), "pass W_out.T"),
+        (lambda: T.effective_neuron_weights(np.ones((8, 4)), np.ones(5)), "w has shape (5,)"),
+        (
+            lambda: T.output_to_neuron_score(np.ones((5, 8)), np.ones((8, 4)), np.zeros(3), np.ones(4)),
+            "b_out has shape (3,)",
+        ),
+        (lambda: T.writable_projection(np.ones((8, 4)), np.ones(4)), "v has shape (4,)"),
+        (lambda: T.noise_scores(np.ones((6, 3)), np.array([0, 1, 0, 1, 0])), "y has shape (5,)"),
+        (
+            lambda: T.select_by_noise_removal(np.ones((6, 3)), np.zeros(6, dtype=int)),
+            "6 rows of class 0 and 0 of class 1",
+        ),
+        (lambda: T.noise_scores(np.ones((4, 3)), np.array([0, 2, 0, 2])), "only 0 and 1"),
+        (lambda: T.precision_at_k(np.arange(5), np.array([1]), 6), "k=6"),
+    ],
+)
 def test_malformed_input_raises_one_line_value_error(call, fragment):
     with pytest.raises(ValueError) as err:
         call()

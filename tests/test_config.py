@@ -1,0 +1,68 @@
+"""One place for configuration: every knob is a field of RunConfig, is recorded in the manifest, and
+reaches the worker processes (passed as an argument, never read from module state)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sparseprobe_core import config, parallel, rankers
+from sparseprobe_core.config import RankerSettings
+
+
+def _rank_in_worker(ctx: rankers.RankContext) -> np.ndarray:
+    return rankers.rank("sparse_prober_contribution", ctx)
+
+
+def _ctx(settings: RankerSettings) -> rankers.RankContext:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    A = rng.normal(size=(200, 40))
+    A[:, :6] += y[:, None]
+    return rankers.RankContext(A, y, rng.normal(size=(40, 8)), np.zeros(8), seed=0, settings=settings)
+
+
+def test_ranker_settings_reach_worker_processes(monkeypatch):
+    monkeypatch.setenv(parallel.ENV_JOBS, "2")
+    default, seven = RankerSettings(), RankerSettings(prober_k=7)
+    in_process = [_rank_in_worker(_ctx(s)) for s in (default, seven, default)]
+    in_workers = parallel.map_units(_rank_in_worker, [(_ctx(s),) for s in (default, seven, default)])
+    for here, there in zip(in_process, in_workers):
+        np.testing.assert_array_equal(here, there)
+    assert not np.array_equal(in_process[0], in_process[1])  # the setting changes the ranking
+
+
+def test_every_knob_is_recorded():
+    cfg = config.make_config(profile="ci", settings={"k_remove": 30, "rankers": {"l1_probe_C": 0.05}})
+    record = cfg.record()
+    fields = {f.name for f in dataclasses.fields(config.RunConfig)} - {"out_dir"}
+    assert set(record) == fields
+    assert record["k_remove"] == 30 and record["rankers"]["l1_probe_C"] == 0.05
+    assert set(record["rankers"]) == {f.name for f in dataclasses.fields(RankerSettings)}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"k_rmove": 3}, "unknown setting(s) k_rmove"), ({"rankers": {"l1_C": 1.0}}, "unknown ranker setting(s) l1_C")],
+)
+def test_unknown_settings_fail_in_one_line(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config.make_config(profile="ci", settings=settings)
+
+
+def test_layer_rules():
+    paper = config.make_config(profile="paper")
+    assert paper.layers_for(30) == list(range(30))
+    assert paper.probe_sweep_layers(30) == [0, 7, 14, 22, 29]
+    assert paper.scope_layers(30) == [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]
+    ci = config.make_config(profile="ci")
+    assert ci.layers_for(30) == ci.probe_sweep_layers(30) == ci.scope_layers(30) == [7, 14, 22]
+    explicit = config.make_config(profile="paper", layers="3,9")
+    assert explicit.scope_layers(30) == explicit.probe_sweep_layers(30) == [3, 9]
+
+
+def test_a_user_concept_is_named_by_its_file(monkeypatch):
+    monkeypatch.delenv("SPARSEPROBE_OUT_DIR")
+    cfg = config.make_config(profile="ci", concept="runs/x/my_concept.csv")
+    assert cfg.concepts == ("my_concept",) and cfg.concept_files == ("runs/x/my_concept.csv",)
+    assert cfg.out_dir.parts[-3:] == ("runs", "my_concept", "figures")

@@ -86,22 +86,22 @@ trap 'rm -rf "$stage"' EXIT
 # Progress bars of the libraries stay out of the stored notebooks; ours go to the terminal.
 export MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
-# Notebooks run in order with papermill (one process for all four); the first failing cell stops the
-# run with the notebook and cell named. Figures go to $stage/figures, with their MANIFEST.json.
+# Notebooks run in order with papermill, on each model of the run (config.run_plan: the paper profile
+# runs all four on both embedded models), in one process; the first failing cell stops the run with
+# the notebook, model and cell named. Only a run where every notebook succeeded is moved into place:
+# figures to $dest_fig/<model>/ with MANIFEST.json, executed notebooks to $dest_nb/ (default model)
+# and $dest_nb/<model>/ (the others).
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
 args=(-p profile "$profile")
 [ -n "$concept" ] && args+=(-p concept "$concept")
 [ -n "$model" ] && args+=(-p model "$model")
 [ -n "$layers" ] && args+=(-p layers "$layers")
-if ! .venv/bin/python -m sparseprobe_core execute --stage "$stage" "${args[@]}" "${notebooks[@]}"; then
+if ! .venv/bin/python -m sparseprobe_core execute --stage "$stage" --notebooks-to "$dest_nb" --figures-to "$dest_fig" \
+    "${args[@]}" "${notebooks[@]}"; then
   echo "run_all.sh: stopped; previous figures are untouched" >&2
   exit 1
 fi
-
-mkdir -p "$dest_nb" "$dest_fig"
-mv -f "$stage"/figures/*.png "$stage/figures/MANIFEST.json" "$dest_fig"/
-mv -f "$stage"/*.ipynb "$dest_nb"/
 # The ci run's numbers are the reference that the test suite's re-execution must reproduce (within
 # the tolerances of sparseprobe_core/manifest.py).
 [ "$profile" = ci ] && [ -z "$concept" ] && cp "$dest_fig/MANIFEST.json" tests/nbval/MANIFEST.json
-echo "done: figures in $dest_fig/, executed notebooks in $dest_nb/" >&2
+echo "done: figures in $dest_fig/<model>/, executed notebooks in $dest_nb/" >&2

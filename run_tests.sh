@@ -12,4 +12,4 @@ export MPLBACKEND=agg PYTHONHASHSEED=0
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" .venv/bin/python -m pytest --nbval-lax --nbval-current-env \
-  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/check_reproduction.py
+  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/*/*.ipynb tests/nbval/check_reproduction.py

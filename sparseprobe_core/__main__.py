@@ -166,37 +166,65 @@ def _cmd_execute(args: argparse.Namespace) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from . import manifest, progress
+    from . import config, manifest, progress
 
     stage = Path(args.stage).resolve()
     os.environ["SPARSEPROBE_OUT_DIR"] = str(stage / "figures")  # the notebooks' kernels inherit these
     os.environ[progress.ENV] = str(stage / "progress.log")
     params = dict(args.param)
+    profile = params.get("profile", "paper")
+    plan = config.run_plan(profile, params.pop("model", ""), [Path(nb) for nb in args.notebooks])
     with _terminal() as term, _echo(stage / "progress.log", term), _fd2_to(stage / "kernels.log"):
-        for nb in map(Path, args.notebooks):
-            term.write(f"== {nb.name} (profile {params.get('profile', 'paper')})\n")
-            start = time.perf_counter()
-            try:
-                # "immediate": once the last cell has run, kill the kernel instead of letting it spend
-                # 2.5 s failing to SIGTERM the worker pool's resource tracker (which ignores SIGTERM)
-                papermill.execute_notebook(
-                    nb,
-                    stage / nb.name,
-                    parameters=params,
-                    cwd=str(nb.parent),
-                    kernel_name="python3",
-                    progress_bar=False,
-                    shutdown_kernel="immediate",
-                )
-            except PapermillExecutionError as err:
-                reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
-                raise RuntimeError(f"{nb.name} failed at cell In [{err.exec_count}]: {err.ename}: {reason}") from None
-            term.write(f"   {nb.name} ran in {time.perf_counter() - start:.0f} s\n")
-    executed = [stage / Path(nb).name for nb in args.notebooks]
-    for nb in executed:
-        manifest.clean_notebook(nb)
-    data = manifest.build_manifest(stage / "figures" / "records", [Path(nb) for nb in args.notebooks])
-    manifest.write_json(stage / "figures" / manifest.MANIFEST, data)
+        for model, notebooks in plan.items():
+            (stage / config.model_slug(model)).mkdir(parents=True, exist_ok=True)
+            for nb in notebooks:
+                term.write(f"== {nb.name} on {model} (profile {profile})\n")
+                start = time.perf_counter()
+                try:
+                    # "immediate": once the last cell has run, kill the kernel instead of letting it spend
+                    # 2.5 s failing to SIGTERM the worker pool's resource tracker (which ignores SIGTERM)
+                    papermill.execute_notebook(
+                        nb,
+                        stage / config.model_slug(model) / nb.name,
+                        parameters={**params, "model": model},
+                        cwd=str(nb.parent),
+                        kernel_name="python3",
+                        progress_bar=False,
+                        shutdown_kernel="immediate",
+                    )
+                except PapermillExecutionError as err:
+                    reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
+                    raise RuntimeError(
+                        f"{nb.name} on {model} failed at cell In [{err.exec_count}]: {err.ename}: {reason}"
+                    ) from None
+                term.write(f"   {nb.name} on {model} ran in {time.perf_counter() - start:.0f} s\n")
+    runs = {}
+    for model, notebooks in plan.items():
+        for nb in notebooks:
+            manifest.clean_notebook(stage / config.model_slug(model) / nb.name)
+        runs[model] = (stage / "figures" / config.model_slug(model) / "records", notebooks)
+    manifest.write_json(stage / "figures" / manifest.MANIFEST, manifest.build_manifest(runs))
+    _publish(stage, plan, Path(args.notebooks_to), Path(args.figures_to))
+
+
+def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figures_to: Path) -> None:
+    """Move a successful run into place: each model's figures replace `figures_to/<model>/`; the executed
+    notebooks of the default model go to `notebooks_to/`, those of other models to `notebooks_to/<model>/`;
+    the manifest to `figures_to/MANIFEST.json`. Nothing is moved before every notebook has succeeded."""
+    from . import config, manifest
+
+    for model in plan:
+        slug = config.model_slug(model)
+        figures = figures_to / slug
+        shutil.rmtree(figures, ignore_errors=True)  # a figure a notebook no longer makes must not linger
+        figures.mkdir(parents=True)
+        for png in (stage / "figures" / slug).glob("*.png"):
+            shutil.move(png, figures / png.name)
+        executed_to = notebooks_to if model == config.DEFAULT_MODEL else notebooks_to / slug
+        executed_to.mkdir(parents=True, exist_ok=True)
+        for nb in (stage / slug).glob("*.ipynb"):
+            shutil.move(nb, executed_to / nb.name)
+    shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / manifest.MANIFEST)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -229,6 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     # plumbing for run_all.sh: added without help=, so `sparseprobe --help` does not list them
     e = sub.add_parser("execute")
     e.add_argument("--stage", required=True)
+    e.add_argument("--notebooks-to", required=True)
+    e.add_argument("--figures-to", required=True)
     e.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     e.add_argument("notebooks", nargs="+")
     e.set_defaults(func=_cmd_execute)

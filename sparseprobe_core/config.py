@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import paths
 from .concepts import Concept, Split, load_concept, make_split, shipped_concepts, subsample
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, EMBEDDED
 
 
 @dataclass(frozen=True)
@@ -190,15 +191,35 @@ def _parse_layers(layers: str | int | list | tuple | None) -> tuple[int, ...] | 
         ) from None
 
 
-def _out_dir(out_dir: str, profile: str, concept: str) -> Path:
-    """Where figures go: explicit, else $SPARSEPROBE_OUT_DIR (run_all.sh stages there), else the paper's
-    figures/ for the paper run and runs/<concept or profile>/figures for every other run."""
+def model_slug(model: str) -> str:
+    """A model name as a folder name (hub names such as EleutherAI/pythia-70m contain a slash)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model)
+
+
+def _out_dir(out_dir: str, profile: str, concept: str, model: str) -> Path:
+    """Where figures go, one folder per model: under `out_dir`, else $SPARSEPROBE_OUT_DIR (run_all.sh stages
+    there), else the paper's figures/ for the paper run and runs/<concept or profile>/figures for every
+    other run."""
     chosen = out_dir or os.environ.get("SPARSEPROBE_OUT_DIR", "")
     if chosen:
-        return Path(chosen) if Path(chosen).is_absolute() else paths.ROOT / chosen
-    if profile == "paper" and not concept:
-        return paths.FIGURES
-    return paths.ROOT / "runs" / (Path(str(concept).split(",")[0]).stem if concept else profile) / "figures"
+        base = Path(chosen) if Path(chosen).is_absolute() else paths.ROOT / chosen
+    elif profile == "paper" and not concept:
+        base = paths.FIGURES
+    else:
+        base = paths.ROOT / "runs" / (Path(str(concept).split(",")[0]).stem if concept else profile) / "figures"
+    return base / model_slug(model)
+
+
+def run_plan(profile: str, model: str, notebooks: list[Path]) -> dict[str, list[Path]]:
+    """Which notebooks run on which model: all of them on `model` when one is named; otherwise the paper
+    profile runs every notebook on every embedded model, and the ci profile (the test suite's budget)
+    every notebook on the default model and notebook 01 on the others."""
+    if model:
+        return {model: list(notebooks)}
+    plan = {name: list(notebooks) for name in EMBEDDED}
+    if profile == "ci":
+        plan = {name: nbs if name == DEFAULT_MODEL else nbs[:1] for name, nbs in plan.items()}
+    return plan
 
 
 def _shown(file: str) -> str:
@@ -238,7 +259,7 @@ def make_config(
         concept_files=files,
         layers=_parse_layers(layers),
         seed=int(seed),
-        out_dir=_out_dir(out_dir, profile, concepts[0] if concept else ""),
+        out_dir=_out_dir(out_dir, profile, concepts[0] if concept else "", model),
         **PROFILES[profile],
     )
     return with_settings(cfg, settings or {})

@@ -110,42 +110,53 @@ def _concept_path(file: str) -> Path:
     return resolve(file)
 
 
-def build_manifest(records_dir: Path, notebooks: list[Path]) -> dict:
-    """Merge the notebooks' records into one manifest with code, data and commit hashes."""
-    manifest = {"git_commit": _git_commit(), "core": core_hashes(), "notebooks": {}, "figures": {}}
-    by_name = {p.stem: p for p in notebooks}
-    for record_file in sorted(records_dir.glob("*.json")):
-        record = json.loads(record_file.read_text())
-        name = record["notebook"]
-        manifest["notebooks"][name] = {
-            "source_sha256": notebook_source_hash(by_name[name]),
-            "params": record["params"],
-            "data_sha256": _data_hashes(record["params"]),
-            "numbers": record["numbers"],
-        }
-        for fig, info in record["figures"].items():
-            manifest["figures"][fig] = {"notebook": name, "model": record["params"]["model"], **info}
+def build_manifest(runs: dict[str, tuple[Path, list[Path]]]) -> dict:
+    """Merge the notebooks' records into one manifest with code, data and commit hashes.
+
+    `runs` maps each model to (its records folder, the source notebooks it ran); the manifest keeps
+    each model's notebooks and figures apart (``manifest["models"][model]``)."""
+    manifest = {"git_commit": _git_commit(), "core": core_hashes(), "models": {}}
+    for model, (records_dir, notebooks) in runs.items():
+        by_name = {p.stem: p for p in notebooks}
+        entry = manifest["models"][model] = {"notebooks": {}, "figures": {}}
+        for record_file in sorted(records_dir.glob("*.json")):
+            record = json.loads(record_file.read_text())
+            name = record["notebook"]
+            entry["notebooks"][name] = {
+                "source_sha256": notebook_source_hash(by_name[name]),
+                "params": record["params"],
+                "data_sha256": _data_hashes(record["params"]),
+                "numbers": record["numbers"],
+            }
+            for fig, info in record["figures"].items():
+                entry["figures"][fig] = {"notebook": name, **info}
     return manifest
 
 
 def stale_reasons(manifest: dict, notebooks: list[Path]) -> list[str]:
-    """What changed since the manifest was written (empty when the figures are current)."""
+    """What changed since the manifest was written (empty when the figures are current): a core module,
+    a notebook's code, or a concept's data; or a notebook that no model ran."""
     reasons = []
     current = core_hashes()
     for name, old in manifest["core"].items():
         if current.get(name) != old:
             reasons.append(f"sparseprobe_core/{name} changed")
     reasons += [f"sparseprobe_core/{n} is new" for n in current.keys() - manifest["core"].keys()]
-    for nb in notebooks:
-        entry = manifest["notebooks"].get(nb.stem)
-        if entry is None:
-            reasons.append(f"{nb.name} has no figures in the manifest")
-        elif notebook_source_hash(nb) != entry["source_sha256"]:
-            reasons.append(f"{nb.name} changed")
-        else:
-            now = _data_hashes(entry["params"])
-            reasons += [f"data of concept {c} changed" for c, sha in entry["data_sha256"].items() if now.get(c) != sha]
-    return reasons
+    by_name = {nb.stem: nb for nb in notebooks}
+    ran = {name for runs in manifest["models"].values() for name in runs["notebooks"]}
+    reasons += [f"{by_name[name].name} has no figures in the manifest" for name in by_name if name not in ran]
+    for model, runs in manifest["models"].items():
+        for name, entry in runs["notebooks"].items():
+            if name not in by_name:
+                reasons.append(f"{name}.ipynb of the manifest ({model}) is not on disk")
+            elif notebook_source_hash(by_name[name]) != entry["source_sha256"]:
+                reasons.append(f"{name}.ipynb changed")
+            else:
+                now = _data_hashes(entry["params"])
+                reasons += [
+                    f"data of concept {c} changed" for c, sha in entry["data_sha256"].items() if now.get(c) != sha
+                ]
+    return sorted(set(reasons), key=reasons.index)
 
 
 def write_json(path: Path, data: dict) -> None:

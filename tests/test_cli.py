@@ -150,7 +150,7 @@ def test_unknown_profile():
 def test_run_all_with_bad_concept_stops_before_any_notebook(tmp_path):
     bad = tmp_path / "one_class.csv"
     bad.write_text("text,label\n" + "".join(f"row {i},1\n" for i in range(30)))
-    before = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
+    before = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} if paths.FIGURES.exists() else {}
     result = subprocess.run(
         ["bash", "run_all.sh", "--concept", str(bad)], cwd=paths.ROOT, capture_output=True, text=True, timeout=900
     )
@@ -159,7 +159,7 @@ def test_run_all_with_bad_concept_stops_before_any_notebook(tmp_path):
     assert len(errors) == 1 and "has only one class (label 1)" in errors[0]
     assert ".ipynb" not in result.stderr  # validated before any notebook started
     assert not (paths.ROOT / "runs" / "one_class").exists()
-    after = {p.name: p.stat().st_mtime_ns for p in paths.FIGURES.glob("*")} if paths.FIGURES.exists() else {}
+    after = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} if paths.FIGURES.exists() else {}
     assert after == before
     assert not list((paths.ROOT / ".cache").glob("run.*"))
 

@@ -6,7 +6,7 @@ import shutil
 import nbformat
 import pytest
 
-from sparseprobe_core import manifest, paths
+from sparseprobe_core import config, manifest, paths
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -22,11 +22,13 @@ def test_committed_figures_are_current():
 
 def test_every_manifest_figure_exists_with_its_record():
     data = json.loads((paths.FIGURES / manifest.MANIFEST).read_text())
-    assert set(data["notebooks"]) == {nb.stem for nb in NOTEBOOKS}
-    for name, info in data["figures"].items():
-        assert (paths.FIGURES / info["file"]).is_file(), name
-        entry = data["notebooks"][info["notebook"]]
-        assert entry["params"]["model"] == info["model"] and entry["data_sha256"]
+    assert set(data["models"]) == set(config.run_plan("paper", "", NOTEBOOKS))
+    for model, runs in data["models"].items():
+        assert set(runs["notebooks"]) == {nb.stem for nb in NOTEBOOKS}, model
+        for name, info in runs["figures"].items():
+            assert (paths.FIGURES / config.model_slug(model) / info["file"]).is_file(), name
+            entry = runs["notebooks"][info["notebook"]]
+            assert entry["params"]["model"] == model and entry["data_sha256"]
     assert data["git_commit"] != "unknown"
 
 
@@ -49,7 +51,7 @@ def one_record(tmp_path):
 
 def test_a_changed_notebook_makes_the_manifest_stale(one_record):
     nb, records = one_record
-    data = manifest.build_manifest(records, [nb])
+    data = manifest.build_manifest({"smollm2-135m": (records, [nb])})
     assert manifest.stale_reasons(data, [nb]) == []
     book = nbformat.read(nb, as_version=4)
     code = [c for c in book.cells if c.cell_type == "code" and not c.metadata.get("tags")]
@@ -60,7 +62,7 @@ def test_a_changed_notebook_makes_the_manifest_stale(one_record):
 
 def test_a_changed_core_file_makes_the_manifest_stale(one_record):
     nb, records = one_record
-    data = manifest.build_manifest(records, [nb])
+    data = manifest.build_manifest({"smollm2-135m": (records, [nb])})
     data["core"]["theory.py"] = "0" * 64
     assert manifest.stale_reasons(data, [nb]) == ["sparseprobe_core/theory.py changed"]
 
@@ -90,7 +92,7 @@ def test_code_hash_ignores_docstrings_and_comments_not_code():
 
 def test_a_markdown_edit_leaves_the_figures_current(one_record):
     nb, records = one_record
-    data = manifest.build_manifest(records, [nb])
+    data = manifest.build_manifest({"smollm2-135m": (records, [nb])})
     book = nbformat.read(nb, as_version=4)
     next(c for c in book.cells if c.cell_type == "markdown").source += "\nA clearer sentence."
     nbformat.write(book, nb)

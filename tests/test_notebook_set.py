@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from sparseprobe_core import paths
+from sparseprobe_core import config, models, paths
 
 ON_DISK = sorted(p.name for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -20,12 +20,21 @@ def _code(nb) -> list[str]:
 
 
 def test_nbval_checks_the_same_notebooks_with_the_same_code():
-    checked = sorted(p.name for p in (paths.ROOT / "tests" / "nbval").glob("*.ipynb"))
-    assert checked == ON_DISK
-    for name in ON_DISK:
-        ours = nbformat.read(paths.NOTEBOOKS / name, as_version=4)
-        ref = nbformat.read(paths.ROOT / "tests" / "nbval" / name, as_version=4)
-        assert _code(ours) == _code(ref), f"tests/nbval/{name} is stale: run ./run_all.sh --profile ci"
+    nbval = paths.ROOT / "tests" / "nbval"
+    plan = config.run_plan("ci", "", [paths.NOTEBOOKS / name for name in ON_DISK])
+    for model, notebooks in plan.items():
+        folder = nbval if model == config.DEFAULT_MODEL else nbval / config.model_slug(model)
+        assert sorted(p.name for p in folder.glob("*.ipynb")) == [nb.name for nb in notebooks], model
+        for nb in notebooks:
+            ours = nbformat.read(nb, as_version=4)
+            ref = nbformat.read(folder / nb.name, as_version=4)
+            assert _code(ours) == _code(ref), f"{folder.name}/{nb.name} is stale: run ./run_all.sh --profile ci"
+
+
+def test_ci_runs_every_notebook_and_notebook_01_on_every_model():
+    plan = config.run_plan("ci", "", [paths.NOTEBOOKS / name for name in ON_DISK])
+    assert [nb.name for nb in plan[config.DEFAULT_MODEL]] == ON_DISK
+    assert set(plan) == set(models.EMBEDDED) and all(nbs[0].name.startswith("01_") for nbs in plan.values())
 
 
 @pytest.mark.parametrize("name", ON_DISK)

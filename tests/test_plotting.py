@@ -27,7 +27,7 @@ def test_import_changes_no_global_state():
 
 
 def test_stored_notebooks_carry_no_timings_or_progress_bars():
-    for nb in [*paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"), *(paths.ROOT / "tests" / "nbval").glob("*.ipynb")]:
+    for nb in [*paths.NOTEBOOKS.rglob("[0-9][0-9]_*.ipynb"), *(paths.ROOT / "tests" / "nbval").rglob("*.ipynb")]:
         cells = json.loads(nb.read_text())["cells"]
         text = json.dumps([c.get("outputs", []) for c in cells])
         for marker in ("it/s]", "s/it]", " s so far", "took ", "ran in ", "done after", "run time"):

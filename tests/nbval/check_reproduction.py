@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sparseprobe_core import manifest
+from sparseprobe_core import config, manifest
 
 HERE = Path(__file__).parent
 
@@ -18,12 +18,15 @@ def test_rerun_reproduces_the_reference_numbers():
     out = os.environ.get("SPARSEPROBE_NBVAL_OUT")
     if not out:
         pytest.fail("SPARSEPROBE_NBVAL_OUT is not set: run this through ./run_tests.sh")
-    reference = json.loads((HERE / manifest.MANIFEST).read_text())["notebooks"]
-    records = {p.stem: json.loads(p.read_text()) for p in (Path(out) / "records").glob("*.json")}
-    assert set(records) == set(reference)
-    problems = [
-        f"{name}: {problem}"
-        for name, ref in reference.items()
-        for problem in manifest.compare_numbers(ref["numbers"], records[name]["numbers"])
-    ]
+    reference = json.loads((HERE / manifest.MANIFEST).read_text())["models"]
+    problems = []
+    for model, runs in reference.items():
+        records_dir = Path(out) / config.model_slug(model) / "records"
+        records = {p.stem: json.loads(p.read_text()) for p in records_dir.glob("*.json")}
+        assert set(records) == set(runs["notebooks"]), f"{model}: the rerun made records for {sorted(records)}"
+        problems += [
+            f"{model} {name}: {problem}"
+            for name, ref in runs["notebooks"].items()
+            for problem in manifest.compare_numbers(ref["numbers"], records[name]["numbers"])
+        ]
     assert not problems, "the ci rerun does not reproduce the reference:\n" + "\n".join(problems)

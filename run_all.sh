@@ -63,7 +63,7 @@ setup_env() {
 
 setup_env
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
-[ -f data/concepts/local/sentiment.csv ] || .venv/bin/python data/build_concepts.py --only sentiment
+.venv/bin/python data/build_concepts.py --local
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then

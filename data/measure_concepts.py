@@ -29,6 +29,7 @@ CATALOG = ROOT / "data" / "concepts" / "catalog.toml"
 
 
 def main() -> None:
+    """Print each concept's token lengths and (unless --tokens-only) its dense-probe AUROC per layer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="concepts (default: every catalog entry that is built)")
     parser.add_argument("--tokens-only", action="store_true", help="only the token lengths (no forward passes)")
@@ -50,8 +51,10 @@ def main() -> None:
         c = concepts.load_concept(name)
         loaded[name] = c
         lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in c.texts]
-        print(f"| `{name}` | {catalog[name]['kind']} | {int(c.labels.sum())} | {statistics.mean(lengths):.1f} "
-              f"| {max(lengths)} | {catalog[name]['max_tokens']} |")
+        print(
+            f"| `{name}` | {catalog[name]['kind']} | {int(c.labels.sum())} | {statistics.mean(lengths):.1f} "
+            f"| {max(lengths)} | {catalog[name]['max_tokens']} |"
+        )
         if args.suggest:
             print(f"  suggest max_tokens={8 * math.ceil(max(lengths) / 8) + 8}", file=sys.stderr)
     if args.tokens_only:

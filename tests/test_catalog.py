@@ -34,8 +34,9 @@ def _csv(name: str) -> Path:
 def test_catalog_is_what_the_builder_writes():
     builder = _builder()
     assert list(CATALOG) == list(builder.CONCEPTS)
-    assert (paths.CONCEPTS / "catalog.toml").read_text(encoding="utf-8") == builder._catalog_text(), \
+    assert (paths.CONCEPTS / "catalog.toml").read_text(encoding="utf-8") == builder._catalog_text(), (
         "data/concepts/catalog.toml is stale: run python data/build_concepts.py --only french"
+    )
 
 
 def test_catalog_has_enough_concepts_of_each_kind():

@@ -1,0 +1,53 @@
+"""The ranking comparison's statistics: the concept is the unit, Holm over the family, honest power."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparseprobe_core import comparison
+
+
+def _areas(effect: float, n_concepts: int = 14, n_seeds: int = 3, seed: int = 0, mode: str = "keep") -> pd.DataFrame:
+    """Areas of "ours" and two baselines: "weak" is worse than ours by `effect`, "equal" the same on average."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_concepts):
+        base = rng.uniform(0.6, 0.9)
+        for s in range(n_seeds):
+            noise = rng.normal(0, 0.01, 3)
+            rows += [
+                dict(concept=f"c{c}", seed=s, method="ours", eval="(i)", mode=mode, area=base + noise[0]),
+                dict(concept=f"c{c}", seed=s, method="weak", eval="(i)", mode=mode, area=base - effect + noise[1]),
+                dict(concept=f"c{c}", seed=s, method="equal", eval="(i)", mode=mode, area=base + noise[2]),
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_a_real_difference_is_found_and_a_null_one_is_not():
+    res = comparison.compare(_areas(0.05), "ours", ["weak", "equal"]).set_index("baseline")
+    assert res.loc["weak", "verdict"] == "better" and res.loc["weak", "better_on"] == 14
+    weak = res.loc["weak"]
+    assert weak["ci_low"] < weak["mean"] < weak["ci_high"] and abs(weak["mean"] - 0.05) < 0.01
+    assert res.loc["equal", "verdict"] == "no detectable difference"
+    assert res.loc["weak", "p_holm"] >= res.loc["weak", "p"]  # Holm never lowers a p-value
+
+
+def test_remove_mode_flips_the_sign_so_positive_means_better():
+    res = comparison.compare(_areas(-0.05, mode="remove"), "ours", ["weak"]).iloc[0]
+    # in remove mode lower area is better: "weak" has the higher area, so ours is better
+    assert res["verdict"] == "better" and res["mean"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_seeds_are_averaged_within_a_concept():
+    areas = _areas(0.05, n_concepts=5, n_seeds=4)
+    d = comparison.concept_differences(areas, "ours", "weak", "keep")
+    assert len(d) == 5  # one number per concept, not per (concept, seed)
+    # with 5 concepts the exact test cannot go below 2/32 = 0.0625, whatever the effect
+    assert comparison.compare(areas, "ours", ["weak"]).iloc[0]["p"] == pytest.approx(comparison.smallest_p(5))
+    assert comparison.smallest_p(5) > comparison.ALPHA
+
+
+def test_minimum_detectable_effect_shrinks_with_more_concepts():
+    small, large = (comparison.minimum_detectable_effect(n, sd=0.02, alpha=0.05 / 6) for n in (12, 48))
+    assert 0 < large < small
+    assert small == pytest.approx(0.02 * 1.19 / np.sqrt(3 / np.pi), rel=0.1)  # d ~ 1.19 for n=12, alpha 0.0083

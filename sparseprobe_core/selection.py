@@ -10,7 +10,7 @@ Selectors
 ``noise_rule``           the paper's rule (``theory.select_by_noise_removal``): neuron i is kept iff
                          removing it lowers the Fisher ratio of the probe score AND its Welch t passes a
                          threshold (``threshold="universal"``: t_i >= sqrt(2 ln d); ``"bh"``: the
-                         Benjamini-Hochberg step at level ``fdr`` on one-sided normal p-values of t_i).
+                         Benjamini-Hochberg step at level ``fdr`` on one-sided Student-t p-values of t_i).
                          Guarantee: the universal threshold bounds the family-wise error of the t clause
                          (P[any null neuron has t_i >= sqrt(2 ln d)] <= ~1/sqrt(4 pi ln d), ~0.1 at
                          d = 512) for independent null t_i; BH bounds its FDR by ``fdr`` under
@@ -198,7 +198,7 @@ def noise_rule(C_val: np.ndarray, y_val: np.ndarray, *, threshold: str = "univer
 
     ``C_val`` are contributions c_i = a_i beta_i on rows the probe was not fitted on. ``threshold``:
     "universal" (t_i >= tau, tau = sqrt(2 ln d) unless given; the default rule) or "bh" (Benjamini-
-    Hochberg at level ``fdr`` on p_i = 1 - Phi(t_i)). ``info``: the full ``NoiseRemovalResult`` and
+    Hochberg at level ``fdr`` on p_i = P(T_{n-2} > t_i)). ``info``: the full ``NoiseRemovalResult`` and
     how many neurons pass each clause on its own.
     """
     res = theory.select_by_noise_removal(C_val, y_val, tau=tau, ridge=ridge, threshold=threshold, fdr=fdr)

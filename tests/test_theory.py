@@ -182,6 +182,7 @@ def test_planted_generator_is_deterministic_and_consistent():
      "pass tau=None"),
     (lambda: T.bh_t_threshold(np.ones(4), fdr=1.5), "fdr=1.5"),
     (lambda: T.bh_t_threshold(np.ones((2, 2))), "t has shape (2, 2)"),
+    (lambda: T.bh_t_threshold(np.ones(4), df=0), "df=0"),
 ])
 def test_malformed_input_raises_one_line_value_error(call, fragment):
     with pytest.raises(ValueError) as err:
@@ -204,25 +205,35 @@ def test_default_rule_is_the_universal_threshold():
     np.testing.assert_array_equal(default.order, named.order)
 
 
-def _bh_brute_force(t, fdr):
-    """Textbook BH on one-sided normal p-values: the set of rejected indices."""
-    from scipy.stats import norm
+def _bh_brute_force(t, fdr, df):
+    """Textbook BH on one-sided p-values (normal, or Student t with df): the set of rejected indices."""
+    from scipy import stats
 
-    p = norm.sf(t)
+    p = stats.norm.sf(t) if df is None else stats.t.sf(t, df)
     d = p.size
     k_max = max((k for k in range(1, d + 1) if np.sort(p)[k - 1] <= fdr * k / d), default=0)
     return set(np.flatnonzero(p <= np.sort(p)[k_max - 1])) if k_max else set()
 
 
+@pytest.mark.parametrize("df", [None, 60])
 @pytest.mark.parametrize("n_signal", [0, 1, 20, 200])
-def test_bh_t_threshold_matches_textbook_bh(n_signal):
+def test_bh_t_threshold_matches_textbook_bh(n_signal, df):
     rng = np.random.default_rng(n_signal)
     t = rng.standard_normal(500)
     t[:n_signal] += rng.uniform(2, 5, n_signal)
-    tau = T.bh_t_threshold(t, fdr=0.1)
-    assert set(np.flatnonzero(t >= tau)) == _bh_brute_force(t, 0.1)
+    tau = T.bh_t_threshold(t, fdr=0.1, df=df)
+    assert set(np.flatnonzero(t >= tau)) == _bh_brute_force(t, 0.1, df)
     if n_signal >= 20:  # many significant neurons: BH is more lenient than the universal threshold
         assert tau < np.sqrt(2 * np.log(500))
+
+
+def test_bh_variant_holds_its_level_under_the_global_null():
+    """No neuron has a class difference: any selection is a false discovery, so FDR = P(k > 0) <= 0.1."""
+    rng = np.random.default_rng(0)
+    y = np.arange(100) % 2
+    any_selected = [T.select_by_noise_removal(rng.standard_normal((100, 500)), y, threshold="bh").k > 0
+                    for _ in range(200)]
+    assert np.mean(any_selected) <= 0.15  # 0.1 plus ~2 binomial standard errors over 200 runs
 
 
 def test_bh_variant_keeps_more_planted_neurons_at_small_n():

@@ -13,7 +13,8 @@ Selectors
                          Benjamini-Hochberg step at level ``fdr`` on one-sided Student-t p-values of t_i).
                          Guarantee: the universal threshold bounds the family-wise error of the t clause
                          (P[any null neuron has t_i >= sqrt(2 ln d)] <= ~1/sqrt(4 pi ln d), ~0.1 at
-                         d = 512) for independent null t_i; BH bounds its FDR by ``fdr`` under
+                         d = 512) for independent normal null t_i (Student t tails make it 0.135 with
+                         100 rows and d = 500, measured); BH bounds its FDR by ``fdr`` under
                          independence or positive dependence (PRDS). Neither says anything about decoys.
 ``knockoff_filter``      model-X knockoffs (Candes et al. 2018), second-order Gaussian: Sigma from
                          Ledoit-Wolf on the standardised X, S-matrix and knockoffs from knockpy, lasso
@@ -259,12 +260,19 @@ def knockoff_filter(X: np.ndarray, y: np.ndarray, *, fdr: float = 0.1, offset: i
     distribution of X): offset 1 (knockoff+) FDR <= fdr; offset 0 modified FDR <= fdr.
 
     ``method``: "equicorrelated" (default: closed form, S = min(1, 2 lambda_min) I on the correlation
-    scale; seconds at d = 2048) or knockpy's "mvr", "maxent", "sdp" (coordinate descent / SDP; see
-    benchmarks/bench_selection.py for their cost). ``cv`` = 3 folds and every other value of the
+    scale) or knockpy's "mvr", "maxent", "sdp". Measured with 400 rows, one thread
+    (benchmarks/bench_selection.py): at d = 1536 / 2048 the S-matrix takes 2 / 3 s (equicorrelated),
+    65 / 97 s (mvr), 60 / 97 s (maxent), 238 / 291 s (sdp); above 1000 neurons knockpy solves mvr,
+    maxent and sdp on a block-diagonal approximation and then shrinks S until it is valid, which left
+    mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated (smaller S = knockoffs closer to
+    the originals = less power). On the 512-neuron planted layer mvr and equicorrelated selected
+    equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well conditioned, the case in
+    which equicorrelated knockoffs lose little. ``cv`` = 3 folds and every other value of the
     default C grid (7 values): CV here only places C for the statistic, it does not decide the
     selection, and on the planted layer 3 vs 5 folds and 7 vs 15 values gave the same selections at
     less than half the cost. ``info``: W, threshold, the selection at the other offset
-    (``selected_other_offset``), the CV-chosen C and mean diag(S).
+    (``selected_other_offset``), ``min_nonempty_k`` (the fewest neurons this offset can select
+    when it selects any: ceil(1/fdr) for knockoff+), the CV-chosen C and mean diag(S).
     """
     X, y = _check_Xy(X, y, min_per_class=cv)
     if cv < 2:
@@ -298,7 +306,9 @@ def knockoff_filter(X: np.ndarray, y: np.ndarray, *, fdr: float = 0.1, offset: i
     T = knockoff_threshold(W, fdr=fdr, offset=offset)
     T_other = knockoff_threshold(W, fdr=fdr, offset=1 - offset)
     name = "knockoff+" if offset == 1 else "knockoff"
+    # knockoff+ passes no threshold with fewer than 1/fdr positives: k = 0 then says nothing about k*
     return _selection(name, np.flatnonzero(W >= T), W=W, threshold=T, fdr=fdr, offset=offset,
+                      min_nonempty_k=int(np.ceil(1 / fdr - 1e-9)) if offset == 1 else 1,
                       selected_other_offset=np.flatnonzero(W >= T_other), C=C,
                       mean_diag_S=float(np.diag(sampler.fetch_S()).mean()))
 

@@ -131,6 +131,7 @@ def test_knockoff_fdr_on_easy_planted_layers_is_near_q():
         powers.append(err["power"])
         plain = S.selection_error(sel.info["selected_other_offset"], P.true_idx)
         assert plain["k"] >= err["k"]  # offset 0 is never stricter than knockoff+
+        assert sel.k == 0 or sel.k >= sel.info["min_nonempty_k"] == 10
     assert np.mean(fdps) <= 0.2 and max(fdps) <= 0.35
     assert np.mean(powers) >= 0.5
 

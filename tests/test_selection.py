@@ -8,6 +8,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from sparseprobe_core import selection as S
 from sparseprobe_core import theory as T
@@ -137,6 +138,29 @@ def test_knockoff_fdr_on_easy_planted_layers_is_near_q():
 
 
 @needs_knockpy
+def test_knockoff_filter_agrees_with_knockpy_own_pipeline():
+    """knockpy's KnockoffFilter (its CV lasso statistic) and ours on one Gaussian design with 20 of
+    300 variables active: both find every active one at a similar false discovery proportion."""
+    import warnings
+
+    from knockpy.knockoff_filter import KnockoffFilter
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 300))
+    y = (0.5 * X[:, :20].sum(axis=1) + rng.standard_normal(600) > 0).astype(int)
+    state = np.random.get_state()
+    np.random.seed(0)
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):  # as knockoff_filter does
+        warnings.simplefilter("ignore")
+        theirs = np.flatnonzero(KnockoffFilter(ksampler="gaussian", fstat="lasso").forward(X=X, y=y, fdr=0.1))
+    np.random.set_state(state)
+    ours = S.knockoff_filter(X, y, fdr=0.1, random_state=0).selected
+    for sel in (theirs, ours):
+        err = S.selection_error(sel, np.arange(20))
+        assert err["power"] == 1.0 and err["fdr"] <= 0.2
+
+
+@needs_knockpy
 def test_knockoff_filter_is_reproducible_and_leaves_numpy_global_state_alone():
     P = _planted()
     np.random.seed(123)
@@ -170,6 +194,15 @@ def test_planted_unit_has_one_row_per_method():
     for r in rows:
         assert 0 <= r["fdr"] <= 1 and 0 <= r["power"] <= 1 and r["decoys"] <= r["k"]
     assert rows[0]["n_select"] == 100 and rows[-1]["n_select"] == 200
+
+
+@needs_knockpy
+def test_planted_study_is_the_units_stacked(monkeypatch):
+    monkeypatch.setenv("SPARSEPROBE_JOBS", "1")
+    df = S.planted_study(ns=(200,), seeds=(0,), cases=("easy", "hard"), n_subsamples=4)
+    assert list(df.method) == list(S.STUDY_METHODS) * 2 and list(df.case.unique()) == ["easy", "hard"]
+    unit = S.planted_unit("hard", 200, 0, n_subsamples=4)
+    np.testing.assert_array_equal(df[df.case == "hard"].k, [r["k"] for r in unit])  # a pure function of its args
 
 
 _P = T.planted_mlp(n=40, d_mlp=16, d_model=8, k_true=4, seed=0)

@@ -54,7 +54,7 @@ setup_env() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: about 4 minutes)..." >&2
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e '.[dev,peers]'
+    .venv/bin/pip install --quiet -e '.[dev,peers,notebooks]'
     # shellcheck disable=SC2086  # a list of requirement specifiers
     .venv/bin/pip install --quiet --no-deps $NO_DEPS
     echo "$want" > "$stamp"

@@ -82,9 +82,7 @@ def bootstrap_ci(d: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[flo
     d = np.asarray(d, dtype=float)
     if len(d) < 2 or np.ptp(d) == 0:
         return float(d.mean()), float(d.mean())
-    res = bootstrap(
-        (d,), np.mean, n_resamples=10_000, confidence_level=level, method="percentile", random_state=seed
-    )
+    res = bootstrap((d,), np.mean, n_resamples=10_000, confidence_level=level, method="percentile", random_state=seed)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 

@@ -184,6 +184,17 @@ def test_planted_generator_is_deterministic_and_consistent():
         ),
         (lambda: T.noise_scores(np.ones((4, 3)), np.array([0, 2, 0, 2])), "only 0 and 1"),
         (lambda: T.precision_at_k(np.arange(5), np.array([1]), 6), "k=6"),
+        (
+            lambda: T.select_by_noise_removal(np.ones((6, 3)), np.array([0, 1] * 3), threshold="bonferroni"),
+            "threshold='bonferroni'",
+        ),
+        (
+            lambda: T.select_by_noise_removal(np.ones((6, 3)), np.array([0, 1] * 3), tau=2.0, threshold="bh"),
+            "pass tau=None",
+        ),
+        (lambda: T.bh_t_threshold(np.ones(4), fdr=1.5), "fdr=1.5"),
+        (lambda: T.bh_t_threshold(np.ones((2, 2))), "t has shape (2, 2)"),
+        (lambda: T.bh_t_threshold(np.ones(4), df=0), "df=0"),
     ],
 )
 def test_malformed_input_raises_one_line_value_error(call, fragment):
@@ -191,3 +202,64 @@ def test_malformed_input_raises_one_line_value_error(call, fragment):
         call()
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# named variant of the rule: Benjamini-Hochberg instead of the universal threshold
+# ---------------------------------------------------------------------------------------------
+
+
+def test_default_rule_is_the_universal_threshold():
+    P = T.planted_mlp(n=400, d_mlp=256, k_true=16, seed=4, hard=False)
+    C = T.neuron_contributions(P.A, T.effective_neuron_weights(P.W_out, P.concept_dir))
+    default = T.select_by_noise_removal(C, P.y)
+    named = T.select_by_noise_removal(C, P.y, threshold="universal")
+    assert default.tau == pytest.approx(np.sqrt(2 * np.log(256)))
+    np.testing.assert_array_equal(default.kept, named.kept)
+    np.testing.assert_array_equal(default.order, named.order)
+
+
+def _bh_brute_force(t, fdr, df):
+    """Textbook BH on one-sided p-values (normal, or Student t with df): the set of rejected indices."""
+    from scipy import stats
+
+    p = stats.norm.sf(t) if df is None else stats.t.sf(t, df)
+    d = p.size
+    k_max = max((k for k in range(1, d + 1) if np.sort(p)[k - 1] <= fdr * k / d), default=0)
+    return set(np.flatnonzero(p <= np.sort(p)[k_max - 1])) if k_max else set()
+
+
+@pytest.mark.parametrize("df", [None, 60])
+@pytest.mark.parametrize("n_signal", [0, 1, 20, 200])
+def test_bh_t_threshold_matches_textbook_bh(n_signal, df):
+    rng = np.random.default_rng(n_signal)
+    t = rng.standard_normal(500)
+    t[:n_signal] += rng.uniform(2, 5, n_signal)
+    tau = T.bh_t_threshold(t, fdr=0.1, df=df)
+    assert set(np.flatnonzero(t >= tau)) == _bh_brute_force(t, 0.1, df)
+    if n_signal >= 20:  # many significant neurons: BH is more lenient than the universal threshold
+        assert tau < np.sqrt(2 * np.log(500))
+
+
+def test_bh_variant_holds_its_level_under_the_global_null():
+    """No neuron has a class difference: any selection is a false discovery, so FDR = P(k > 0) <= 0.1."""
+    rng = np.random.default_rng(0)
+    y = np.arange(100) % 2
+    any_selected = [
+        T.select_by_noise_removal(rng.standard_normal((100, 500)), y, threshold="bh").k > 0 for _ in range(200)
+    ]
+    assert np.mean(any_selected) <= 0.15  # 0.1 plus ~2 binomial standard errors over 200 runs
+
+
+def test_bh_variant_keeps_more_planted_neurons_at_small_n():
+    """At n = 200 (100 rows for the rule) the universal threshold is what makes the rule strict."""
+    P = T.planted_mlp(n=200, d_mlp=512, d_model=64, k_true=32, seed=0, hard=False)
+    half = np.random.default_rng(0).permutation(200)
+    fit, crit = np.sort(half[:100]), np.sort(half[100:])
+    w, _ = T.fit_output_probe(P.M[fit], P.y[fit], seed=0)
+    C = T.neuron_contributions(P.A[crit], T.effective_neuron_weights(P.W_out, w))
+    universal = T.select_by_noise_removal(C, P.y[crit])
+    bh = T.select_by_noise_removal(C, P.y[crit], threshold="bh", fdr=0.1)
+    recall = [np.isin(P.true_idx, r.kept).mean() for r in (universal, bh)]
+    assert bh.tau < universal.tau and recall[1] > recall[0] + 0.15
+    assert np.setdiff1d(bh.kept, P.true_idx).size <= 0.2 * bh.k  # still few false neurons

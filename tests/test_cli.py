@@ -60,12 +60,14 @@ def test_rank_bad_file_content(tmp_path):
     _one_error_line(_cli("rank", "--concept", str(bad), "--layer", "1"), "needs columns 'text,label'")
 
 
+@pytest.mark.model
 def test_rank_unknown_model_offline(small_concept):
     result = _cli("rank", "--concept", str(small_concept), "--layer", "1", "--model", "no-org/no-model-xyz",
                   env={"HF_HUB_OFFLINE": "1"})
     _one_error_line(result, "cannot be fetched offline")
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("args, pattern", [
     (["--layer", "30"], "out of range"),
     (["--layer", "2", "--k", "5000"], "exceeds the layer's 1536 neurons"),
@@ -74,11 +76,15 @@ def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern)
     _one_error_line(_cli("rank", "--concept", str(small_concept), *args), pattern)
 
 
-def test_rank_json_lists_top_neurons(small_concept, tmp_path):
+@pytest.mark.model
+@pytest.mark.parametrize("model", [None, "gemma3-270m"])
+def test_rank_json_lists_top_neurons(small_concept, tmp_path, model):
+    chosen = ["--model", model] if model else []
     result = _cli("rank", "--concept", str(small_concept), "--layer", "3", "--method", "mean_diff", "--k", "5", "--json",
-                  env={"SPARSEPROBE_CACHE": str(tmp_path)})
+                  *chosen, env={"SPARSEPROBE_CACHE": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
+    assert out["model"] == (model or "smollm2-135m")
     neurons = out["neurons"]
     assert [n["rank"] for n in neurons] == [1, 2, 3, 4, 5] and len({n["neuron"] for n in neurons}) == 5
     assert all(n["writing_norm"] > 0 and -1 <= n["alignment"] <= 1 for n in neurons)
@@ -106,12 +112,12 @@ def test_run_all_with_bad_concept_leaves_figures_untouched(tmp_path):
     assert not list((paths.ROOT / ".cache").glob("run.*"))
 
 
-def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, monkeypatch):
-    hooks = [activations.HIDDEN.format(layer=l) for l in range(0, 30, 3)]
+def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept, tmp_path, monkeypatch):
+    hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, bridge.cfg.n_layers, 3)]
     script = (f"from sparseprobe_core import models, activations as a, concepts as c\n"
-              f"b = models.load_model(); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
+              f"b = models.load_model({model_name!r}); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
               f"print('start', flush=True)\n"
-              f"a.collect(b, 'smollm2-135m', t, {hooks!r}, batch_size=2)\n")
+              f"a.collect(b, {model_name!r}, t, {hooks!r}, batch_size=2)\n")
     proc = subprocess.Popen([PY, "-c", script], cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env={**os.environ, "SPARSEPROBE_CACHE": str(tmp_path)})
     assert proc.stdout.readline().strip() == "start"
@@ -122,8 +128,8 @@ def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, 
     texts = list(concepts.load_concept(small_concept).texts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a corrupted entry would warn before being recomputed
-        got = activations.collect(bridge, "smollm2-135m", texts, hooks)
-    fresh = activations.collect(bridge, "smollm2-135m", texts, hooks, use_cache=False)
+        got = activations.collect(bridge, model_name, texts, hooks)
+    fresh = activations.collect(bridge, model_name, texts, hooks, use_cache=False)
     for h in hooks:
         np.testing.assert_allclose(got[h], fresh[h], atol=1e-4)
     assert len(list(tmp_path.glob("*.npz"))) == len(hooks)

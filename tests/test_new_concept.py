@@ -6,10 +6,12 @@ import shutil
 import subprocess
 
 import nbformat
+import pytest
 
 from sparseprobe_core import paths
 
 
+@pytest.mark.model
 def test_run_all_on_a_new_concept(tmp_path):
     concept = tmp_path / "tiny_french.csv"
     shutil.copy(paths.ROOT / "tests" / "data" / "tiny_concept.csv", concept)

@@ -204,3 +204,18 @@ def writing_vectors(bridge, layer: int) -> tuple[np.ndarray, np.ndarray]:
     b = np.zeros(w_out.shape[1]) if b_out is None else b_out[layer].detach().double().numpy()
     return w_out, b
 
+
+def mlp_post_norm(bridge, layer: int) -> tuple[np.ndarray, float] | None:
+    """`(scale, eps)` of the RMS norm a post-norm block (Gemma 2/3) applies to its MLP output before
+    adding it to the residual stream, as float64: it writes scale * m / sqrt(mean(m^2) + eps), with
+    scale = 1 + g (Gemma's offset RMSNorm). None for blocks that add m itself (SmolLM2, GPT-2)."""
+    norm = getattr(bridge.blocks[layer], "ln2_post", None)
+    if norm is None:
+        return None
+    module = getattr(norm, "original_component", norm)
+    weight = module.weight.detach().double().numpy()
+    eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None)
+    if eps is None:
+        raise RuntimeError(f"the post-MLP norm of layer {layer} ({type(module).__name__}) has no eps; "
+                           "this model's norm is not an RMSNorm that mlp_post_norm knows")
+    return (1.0 + weight if bridge.cfg.rmsnorm_uses_offset else weight), float(eps)

@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--method", default="weighted", help="weighted (= sparse_prober_contribution) or any ranker name")
     r.add_argument("--k", type=int, default=10, help="how many neurons to print")
     # resolved in _cmd_rank, so the other commands never import torch and TransformerLens
-    r.add_argument("--model", default=None, help="a TransformerBridge model name (default: the embedded smollm2-135m)")
+    r.add_argument("--model", default=None, help="an embedded model, smollm2-135m (default) or gemma3-270m, "
+                   "or a TransformerBridge hub name (needs internet)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=_cmd_rank)

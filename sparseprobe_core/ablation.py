@@ -194,7 +194,37 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-_SHORTCUT_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()  # per decoder
+# per decoder, the layers at which the shortcut was checked against the full pass, and the verdict
+_SHORTCUT_OK: weakref.WeakKeyDictionary[torch.nn.Module, dict[int, bool]] = weakref.WeakKeyDictionary()
+# config fields that the decoder's forward reads by a layer's position in `layers` (Gemma 3's
+# layer_types picks each layer's attention mask, sliding or full, and its RoPE)
+_PER_LAYER_CONFIG = ("layer_types",)
+
+
+@contextmanager
+def decoder_layers_from(decoder, start: int):
+    """Run only the decoder's layers from `start` on: cut its `layers` ModuleList, and every per-layer
+    config list it indexes by position in that list (`_PER_LAYER_CONFIG`), restoring both after.
+
+    Each layer keeps its own index, hence its KV-cache slot and its own sliding window; only the
+    forward's loop, which looks up the mask and rotary embedding of layer i as layer_types[i], sees
+    the cut list. Cutting `layers` alone ran Gemma 3's layers with the types of the first ones (the
+    shortcut then matched the full pass only at layers that are multiples of 6)."""
+    layers, config = decoder.layers, decoder.config
+    saved = {
+        name: getattr(config, name)
+        for name in _PER_LAYER_CONFIG
+        if isinstance(getattr(config, name, None), (list, tuple)) and len(getattr(config, name)) == len(layers)
+    }
+    try:
+        decoder.layers = torch.nn.ModuleList(list(layers)[start:])
+        for name, value in saved.items():
+            setattr(config, name, value[start:])
+        yield
+    finally:
+        decoder.layers = layers
+        for name, value in saved.items():
+            setattr(config, name, value)
 
 
 class DownstreamRunner:
@@ -204,10 +234,12 @@ class DownstreamRunner:
     clean texts once, keeping the keys/values of the prefix (all but the last token) and the residual
     entering the ablated layer at the last token. An ablation changes nothing below that layer, so each
     setting then runs only the last token, and only through the layers from the ablated one on: the
-    decoder's layer list is cut there and the clean residual goes in as `inputs_embeds`. That shortcut
-    assumes the decoder adds nothing to `inputs_embeds` before its first layer (true of Llama-style
-    decoders such as SmolLM2, not of GPT-2 or Gemma); it is checked against the full pass once per
-    decoder, on the first runner's clean run, and if it fails every layer runs (`self.start == 0`).
+    decoder's layer list is cut there (`decoder_layers_from`) and the clean residual goes in as
+    `inputs_embeds`. That shortcut assumes the decoder adds nothing to `inputs_embeds` before its first
+    layer: true of SmolLM2 (Llama) and of Gemma 3 (in transformers 5.23 the sqrt(d_model) scaling is
+    inside its embedding module, not in the decoder's forward), not of GPT-2 (position embeddings).
+    It is checked against the full pass once per decoder and layer, on the first runner's clean run,
+    and if it fails every layer runs (`self.start == 0`).
 
     `cache_as`: the model's name, to keep the clean prefix state of each batch in the activation cache
     (keyed by model, texts and layer; only the layers a setting runs are stored); None: no cache.
@@ -233,6 +265,17 @@ class DownstreamRunner:
         self.bridge, self.layer, self.n, self.threads = bridge, layer, len(token_ids), threads
         # the decoder stack without the LM head: only the final residual is read, never the logits
         self.decoder = bridge.original_model.base_model
+        window = getattr(self.decoder.config, "sliding_window", None)
+        if (
+            window
+            and "sliding_attention" in (getattr(self.decoder.config, "layer_types", None) or ())
+            and max(len(x) for x in token_ids) >= window
+        ):
+            # a sliding-window cache that is full cannot drop the last token (Cache.crop refuses)
+            raise ValueError(
+                f"texts of up to {window - 1} tokens only on this model (sliding window {window}); "
+                f"tokenize with max_tokens <= {window - 1}"
+            )
         self.read = activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)
         self.write = activations.HIDDEN.format(layer=layer)
         # batches of texts of similar length waste little compute on padding; outputs are put back in input order
@@ -244,12 +287,11 @@ class DownstreamRunner:
         ]
         inputs = [activations.left_pad(t, activations._pad_id(bridge)) for t in texts]
         fresh = {}
-        if layer and self.decoder not in _SHORTCUT_OK:
+        verdicts = _SHORTCUT_OK.setdefault(self.decoder, {})
+        if layer and layer not in verdicts:
             fresh[0] = self._clean_pass(inputs[0])
-            _SHORTCUT_OK[self.decoder] = hasattr(self.decoder, "layers") and self._shortcut_matches(
-                inputs[0], *fresh[0]
-            )
-        self.start = layer if layer and _SHORTCUT_OK[self.decoder] else 0
+            verdicts[layer] = hasattr(self.decoder, "layers") and self._shortcut_matches(inputs[0], *fresh[0])
+        self.start = layer if layer and verdicts[layer] else 0
         self.batches = [
             (x, *(fresh[i] if i in fresh else self._prefix_state(x, t, cache_as)))
             for i, (x, t) in enumerate(zip(inputs, texts))
@@ -288,7 +330,11 @@ class DownstreamRunner:
             return cache, entry
         keys, values = torch.from_numpy(stored["keys"]), torch.from_numpy(stored["values"])
         below = [(torch.zeros_like(keys[0]), torch.zeros_like(values[0]))] * self.start
-        return DynamicCache(ddp_cache_data=below + list(zip(keys, values))), torch.from_numpy(stored["entry"])
+        # the config gives each layer its cache type (sliding-window layers on Gemma 3), as in the clean pass
+        return (
+            DynamicCache(ddp_cache_data=below + list(zip(keys, values)), config=self.decoder.config),
+            torch.from_numpy(stored["entry"]),
+        )
 
     def _shortcut_matches(self, inputs, cache, entry) -> bool:
         """Does the clean run from `self.layer` on give the full pass's final residual (one batch)?"""
@@ -325,21 +371,19 @@ class DownstreamRunner:
         )
         out: list[np.ndarray] = []
         hooks = self._hooks(np.tile(group, (n_rows, 1)), fill, out)
-        layers = self.decoder.layers if start else None
-        try:
-            if start:
-                self.decoder.layers = torch.nn.ModuleList(list(layers)[start:])  # each keeps its cache index
-            with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=hooks):
-                self.decoder(
-                    **feed,
-                    attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
-                    position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
-                    past_key_values=repeated,
-                    use_cache=True,
-                )
-        finally:
-            if start:
-                self.decoder.layers = layers
+        with (
+            torch.no_grad(),
+            torch_threads(self.threads),
+            self.bridge.hooks(fwd_hooks=hooks),
+            decoder_layers_from(self.decoder, start),
+        ):
+            self.decoder(
+                **feed,
+                attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
+                position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
+                past_key_values=repeated,
+                use_cache=True,
+            )
         if len(out) != 1:
             raise RuntimeError(
                 f"the read hook {self.read} fired {len(out)} times for one batch; "
@@ -369,17 +413,14 @@ class DownstreamRunner:
         return [np.concatenate(parts)[self.restore] for parts in per_mask]
 
     def final_resid_naive(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
-        """The same quantity by re-running every full sequence (the reference for tests and benchmarks)."""
+        """The same quantity by re-running every full sequence through every layer, without the KV
+        cache or the layer cut (the reference for tests and benchmarks); the decoder without its LM
+        head, as the bridge's own forward would compute logits that nothing reads."""
         out: list[np.ndarray] = []
         hooks = self._hooks(keep, fill, out)
-        with torch.no_grad(), torch_threads(self.threads):
+        with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=hooks):
             for inputs, _, _ in self.batches:
-                self.bridge.run_with_hooks(
-                    inputs["input_ids"],
-                    attention_mask=inputs["attention_mask"],
-                    position_ids=inputs["position_ids"],
-                    fwd_hooks=hooks,
-                )
+                self.decoder(**inputs, use_cache=False)
         return np.concatenate(out)[self.restore]
 
 

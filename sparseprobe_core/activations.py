@@ -2,7 +2,14 @@
 
 Texts are left-padded, so the last position of every row is its probed token and never a pad;
 position ids restart at each row's first real token, so absolute-position models (GPT-2) see the
-same positions as in an unbatched run. The forward pass stops after the deepest requested layer.
+same positions as in an unbatched run. The forward pass runs the HF decoder without its LM head
+and stops after the deepest requested layer, so no logits are computed (on Gemma 3, with its
+262k-token vocabulary, logits for 32 x 128 tokens alone take 4.3 GB).
+
+Which tensor is "the MLP output": the reduction m = a W_out + b_out holds for the MLP's own output,
+`blocks.L.mlp.hook_out` (`MLP_OUT`). On pre-norm blocks (Llama, SmolLM2, GPT-2) that is also what the
+block adds to the residual stream. Gemma 2/3 blocks normalise it first (`post_feedforward_layernorm`)
+and add (1 + g) m / rms(m); TransformerLens calls that `blocks.L.hook_mlp_out` (`MLP_POST_NORM`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import hashlib
 import json
 import re
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,8 @@ import torch
 from . import paths, progress
 
 HIDDEN = "blocks.{layer}.mlp.hook_post"
-MLP_OUT = "blocks.{layer}.hook_mlp_out"
+MLP_OUT = "blocks.{layer}.mlp.hook_out"  # m = a W_out + b_out, before any norm of the block
+MLP_POST_NORM = "blocks.{layer}.hook_mlp_out"  # what the block adds to the residual for its MLP
 RESID_POST = "blocks.{layer}.hook_resid_post"
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 POSITION_RULE = "last-token"
@@ -65,26 +74,49 @@ def _pad_id(bridge) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+class _Stop(Exception):
+    """Raised by a hook once every requested activation of a batch is recorded."""
+
+
 def run_last_token(bridge, token_ids: list[list[int]], hooks: list[str], batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Activations of `hooks` at each sequence's last token, shape (n, dim) per hook, float32."""
+    """Activations of `hooks` at each sequence's last token, shape (n, dim) per hook, float32.
+
+    Runs the HF decoder wrapped by the bridge (`original_model.base_model`, no LM head) with the
+    bridge's hooks, and stops at the end of the deepest requested block: neither the later layers
+    nor the logits are computed, even when the last block's residual is requested (the bridge's
+    `stop_at_layer` cannot stop there and would compute logits over the whole vocabulary)."""
     stop = max(hook_layer(h) for h in hooks) + 1
+    decoder = bridge.original_model.base_model
     order = np.argsort([len(x) for x in token_ids], kind="stable")
-    out = {h: [] for h in hooks}
-    wanted = set(hooks)
+    out: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
+    batch_out: dict[str, list[np.ndarray]] = {}
+
+    def record(x, hook, name):
+        batch_out.setdefault(name, []).append(x[:, -1].float().numpy().copy())
+
+    def stop_here(x, hook):
+        raise _Stop
+
+    # registered last, on the deepest block's output: it fires after every requested hook of that block
+    fwd_hooks = [(h, partial(record, name=h)) for h in hooks] + [(f"blocks.{stop - 1}.hook_out", stop_here)]
     batches = range(0, len(order), batch_size)
     for start in progress.bar(batches, f"activations (layers < {stop})") if len(batches) >= 4 else batches:
         rows = order[start : start + batch_size]
         inputs = left_pad([token_ids[i] for i in rows], _pad_id(bridge))
-        with torch.no_grad():
-            _, cache = bridge.run_with_cache(
-                inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                position_ids=inputs["position_ids"],
-                names_filter=lambda n: n in wanted,
-                stop_at_layer=stop,
+        batch_out.clear()
+        try:
+            with torch.no_grad(), bridge.hooks(fwd_hooks=fwd_hooks):
+                decoder(**inputs, use_cache=False)
+        except _Stop:
+            pass
+        wrong = [h for h in hooks if len(batch_out.get(h, ())) != 1]
+        if wrong:
+            raise RuntimeError(
+                f"hook(s) {', '.join(wrong)} did not fire exactly once in a forward pass; "
+                "pass per-block hook names of this model (see bridge.hook_dict)"
             )
         for h in hooks:
-            out[h].append(cache[h][:, -1].float().numpy())
+            out[h].append(batch_out[h][0])
     inverse = np.argsort(order, kind="stable")
     return {h: np.concatenate(v)[inverse] for h, v in out.items()}
 
@@ -172,7 +204,10 @@ def layer_activations(
     bridge, model_name: str, texts, layers: list[int], *, final_resid: bool = False, **kw
 ) -> dict[int | str, tuple[np.ndarray, np.ndarray] | np.ndarray]:
     """`{layer: (A, M)}`: hidden activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token,
-    plus the final-layer residual (n, d_model) under the key "final" when `final_resid`."""
+    plus the final-layer residual (n, d_model) under the key "final" when `final_resid`.
+
+    M is the MLP's own output (`MLP_OUT`), so M = A W_out + b_out on every model; see
+    `post_norm_activations` for what a post-norm block (Gemma) writes instead."""
     hooks = [name.format(layer=layer) for layer in layers for name in (HIDDEN, MLP_OUT)]
     final = RESID_POST.format(layer=bridge.cfg.n_layers - 1)
     acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []), **kw)
@@ -180,3 +215,15 @@ def layer_activations(
     if final_resid:
         out["final"] = acts[final]
     return out
+
+
+def post_norm_activations(
+    bridge, model_name: str, texts, layers: list[int], **kw
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`{layer: (A, M, P)}` at the probed token, from one forward pass (cached like `layer_activations`):
+    A hidden activations, M = A W_out + b_out the MLP's output, P what the block adds to the residual
+    stream for its MLP (`MLP_POST_NORM`). P == M on pre-norm blocks (SmolLM2); on Gemma 3
+    P = (1 + g) * M / rms(M) (`theory.post_norm`, with `models.mlp_post_norm`'s g and eps)."""
+    names = (HIDDEN, MLP_OUT, MLP_POST_NORM)
+    acts = collect(bridge, model_name, list(texts), [n.format(layer=layer) for layer in layers for n in names], **kw)
+    return {layer: tuple(acts[n.format(layer=layer)] for n in names) for layer in layers}

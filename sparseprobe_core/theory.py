@@ -16,6 +16,34 @@ alignment of what it writes with the probe direction. The converse holds only in
 space of ``W_out`` (rank <= d_model < d_mlp): a neuron-space probe ``v`` is an output probe iff
 ``v = W_out w`` for some ``w``; ``writable_projection`` splits any ``v`` into that part and the rest.
 
+Post-norm blocks (Gemma 2/3)
+----------------------------
+A Gemma 3 block does not add the MLP output m = a W_out to the residual stream: it adds its RMS
+norm, ``p = (1 + g) * m * r(x)`` with the per-example gain ``r(x) = 1 / sqrt(mean_j m_j(x)^2 + eps)``
+(``post_norm``). A probe ``s = p . w + c`` on what the block writes is therefore::
+
+    s = r(x) (sum_i a_i beta^g_i) + c,   beta^g = W_out ((1 + g) * w)   (``post_norm_neuron_weights``),
+
+the reduction with the probe direction reweighted by the norm's scale and every contribution
+``a_i beta^g_i`` of one example multiplied by the same positive number r(x). What this means for
+claim 1: the reduction holds exactly for the MLP's own output m (TransformerLens'
+``blocks.L.mlp.hook_out``, the hook this project reads on every model); for what a post-norm block
+writes it holds up to that positive per-example factor. Within one example the neurons' contributions
+keep their signs and their order, but the score is not a linear function of a: r(x) depends on every
+neuron (ablating neurons changes it), and it rescales examples relative to the threshold c, so the
+post-norm probe is not any fixed linear neuron probe. The fixed scale (1 + g) on its own is harmless
+(a probe w on (1 + g) * m is the probe (1 + g) * w on m), but it changes which probe a regularised fit
+finds. ``compare_post_norm_probe`` separates the two effects on held-out rows. Measured on Gemma 3
+270M (5 shipped concepts x layers 2, 5, 9, 13, 17, 200 texts per class, 3 splits): both rewrites hold
+to float32 precision (max relative difference 5e-7 before the norm, 7e-7 after it, with r(x)); r(x)
+ranges 0.6-29 over texts (4.8-17 at layer 9). The gain itself changes little: for one probe, the
+neurons' class differences with and without it have Spearman 0.93-1.00, and dropping it changes the
+AUROC by -0.006..+0.017. But probes fitted on m and on what the block writes rank the neurons
+differently (Spearman 0.36-0.78; AUROC on p lower by up to 0.14, by 0.02 on average), and almost all of
+that comes from the fixed scale (1 + g), which spans -0.17 to 1650 and so reweights the probe's L2
+penalty per output dimension: a probe on (1 + g) * m, which is linear in a, agrees with the probe on p
+to Spearman 0.91-0.99 and AUROC within 0.015.
+
 Noise-neuron criterion (claim 2)
 --------------------------------
 The probe score restricted to a neuron set S is ``s_S = sum_{i in S} c_i``. Its separability is the
@@ -105,16 +133,20 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
 from scipy.special import ndtr, stdtr
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 __all__ = [
     "NOISE_THRESHOLDS",
     "ContributionDecomposition",
     "NoiseRemovalResult",
     "PlantedMLP",
+    "PostNormComparison",
     "WritableProjection",
     "bh_t_threshold",
+    "compare_post_norm_probe",
     "contribution_decomposition",
     "effective_neuron_weights",
     "fisher_curve",
@@ -125,6 +157,9 @@ __all__ = [
     "noise_scores",
     "output_to_neuron_score",
     "planted_mlp",
+    "post_norm",
+    "post_norm_gain",
+    "post_norm_neuron_weights",
     "precision_at_k",
     "recall_at_k",
     "select_by_noise_removal",
@@ -312,6 +347,118 @@ def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0
         M / scale, y
     )
     return clf.coef_[0] / scale, float(clf.intercept_[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# post-norm blocks (Gemma 2/3): what the block writes is the RMS-normalised MLP output
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_scale(scale: np.ndarray, d_model: int) -> np.ndarray:
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.shape != (d_model,):
+        raise ValueError(
+            f"scale has shape {scale.shape} but the outputs have {d_model} columns; pass the "
+            "post-MLP norm's (1 + g) of the same layer (models.mlp_post_norm)"
+        )
+    return scale
+
+
+def post_norm_gain(M: np.ndarray, eps: float) -> np.ndarray:
+    """Per-example gain of an RMS norm: r(x) = 1 / sqrt(mean_j m_j(x)^2 + eps), shape (n,), always > 0."""
+    M = _as_2d(M, "M").astype(np.float64, copy=False)
+    return 1.0 / np.sqrt((M**2).mean(axis=1) + eps)
+
+
+def post_norm(M: np.ndarray, scale: np.ndarray, eps: float) -> np.ndarray:
+    """What a post-norm block adds to the residual stream for MLP outputs M: p = scale * m * r(x)."""
+    M = _as_2d(M, "M")
+    return _check_scale(scale, M.shape[1]) * M * post_norm_gain(M, eps)[:, None]
+
+
+def post_norm_neuron_weights(W_out: np.ndarray, scale: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Neuron weights of a probe w on the post-norm output: beta^g = W_out (scale * w), so that
+    p . w = r(x) (a . beta^g + b_out . (scale * w))."""
+    W_out = _check_W_out(W_out)
+    return W_out @ (_check_scale(scale, W_out.shape[1]) * _check_w(W_out, w))
+
+
+@dataclass(frozen=True)
+class PostNormComparison:
+    """Probes on what a post-norm block writes (P) and on the MLP's own output (M), on held-out rows.
+
+    Three probes, each fitted with `fit_output_probe`: on M; on S = scale * M (the norm's fixed
+    per-dimension scale without the per-example gain: still exactly a linear neuron probe, with
+    beta = W_out (scale * w)); on P = r(x) S. Contributions are compared by the rank correlation over
+    neurons of their class differences delta_i = E[c_i | y=1] - E[c_i | y=0]."""
+
+    auroc_pre: float  # probe on M
+    auroc_scaled: float  # probe on S
+    auroc_post: float  # probe on P
+    auroc_post_linear: float  # the P probe's neuron score without the gain, a . beta^g (a linear neuron probe)
+    spearman_pre_post: float  # delta_i: a_i beta_i (M probe) vs r(x) a_i beta^g_i (P probe)
+    spearman_scaled_post: float  # delta_i: S probe vs P probe (what the gain changes in the fit)
+    spearman_gain: float  # delta_i of the P probe without vs with r(x) (what the gain does to contributions)
+    identity_pre: float  # max relative difference of M w + c and a . beta + b_out . w + c
+    identity_post: float  # the same for P w + c and r(x) (a . beta^g + b_out . (scale w)) + c
+    gain: np.ndarray  # r(x) on the held-out rows
+
+
+def _class_difference(C: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return C[y == 1].mean(axis=0) - C[y == 0].mean(axis=0)
+
+
+def _spearman(u: np.ndarray, v: np.ndarray) -> float:
+    return float(stats.spearmanr(u, v).statistic)
+
+
+def compare_post_norm_probe(
+    A: np.ndarray,
+    M: np.ndarray,
+    P: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    W_out: np.ndarray,
+    b_out: np.ndarray,
+    scale: np.ndarray,
+    eps: float,
+    seed: int = 0,
+) -> PostNormComparison:
+    """Fit probes on M, scale * M and P (train rows); on the test rows check both reductions (exact
+    before the norm, up to the gain r(x) after it) and compare AUROCs and neuron contributions."""
+    A, W_out = _check_A_W(A, W_out)
+    M, P = _as_2d(M, "M"), _as_2d(P, "P")
+    if not (M.shape == P.shape == (A.shape[0], W_out.shape[1])):
+        raise ValueError(
+            f"M {M.shape} and P {P.shape} must both be (n, d_model) = {(A.shape[0], W_out.shape[1])}; "
+            "pass the MLP outputs before and after the norm for the same rows as A"
+        )
+    b_out = np.asarray(b_out, dtype=np.float64)
+    scale = _check_scale(scale, W_out.shape[1])
+    y = np.asarray(y)
+    y_test = _check_y(y[test], len(test))
+    S = M * scale
+    (w_pre, c_pre), (w_s, _), (w_post, c_post) = (fit_output_probe(X[train], y[train], seed=seed) for X in (M, S, P))
+    A_t = np.asarray(A[test], dtype=np.float64)
+    beta_pre = W_out @ w_pre
+    beta_s, beta_post = (post_norm_neuron_weights(W_out, scale, w) for w in (w_s, w_post))
+    gain = post_norm_gain(M[test], eps)
+    linear_post = A_t @ beta_post + b_out @ (scale * w_post)
+    delta_pre, delta_s, delta_lin = (_class_difference(A_t * beta, y_test) for beta in (beta_pre, beta_s, beta_post))
+    delta_post = _class_difference(gain[:, None] * A_t * beta_post, y_test)
+    return PostNormComparison(
+        auroc_pre=float(roc_auc_score(y_test, M[test] @ w_pre)),
+        auroc_scaled=float(roc_auc_score(y_test, S[test] @ w_s)),
+        auroc_post=float(roc_auc_score(y_test, P[test] @ w_post)),
+        auroc_post_linear=float(roc_auc_score(y_test, linear_post)),
+        spearman_pre_post=_spearman(delta_pre, delta_post),
+        spearman_scaled_post=_spearman(delta_s, delta_post),
+        spearman_gain=_spearman(delta_lin, delta_post),
+        identity_pre=max_relative_difference(M[test] @ w_pre + c_pre, A_t @ beta_pre + b_out @ w_pre + c_pre),
+        identity_post=max_relative_difference(P[test] @ w_post + c_post, gain * linear_post + c_post),
+        gain=gain,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Shared fixtures. The real model is loaded once per test session (about 5 s from the cached copy).
-
-Every test that uses the `bridge` fixture is marked `model` automatically, so `pytest -m "not model"`
-is the fast loop; tests that load a model in a subprocess carry the mark explicitly.
+"""Shared fixtures. Each embedded model is loaded once per test session (about 5-20 s each from its
+cached copy). Tests that use `bridge` run once per model of the registry and are marked `model`
+automatically, so `pytest -m "not model"` is the fast loop; tests that load a model in a subprocess
+carry the mark explicitly.
 """
 
 from __future__ import annotations
@@ -9,19 +9,40 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sparseprobe_core.models import EMBEDDED
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "bridge" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.model)
+
+@pytest.fixture(scope="session", params=list(EMBEDDED))
+def model_name(request) -> str:
+    """The name of an embedded model (`models.EMBEDDED`), as notebooks and the CLI take it."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def bridge():
-    """The embedded SmolLM2-135M as a TransformerBridge."""
+def bridge(model_name):
+    """The embedded model `model_name` as a TransformerBridge."""
     from sparseprobe_core.models import load_model
 
-    return load_model()
+    return load_model(model_name)
+
+
+@pytest.fixture
+def no_logits(bridge):
+    """While a test runs, any call of the model's LM head fails: only the residual may be computed."""
+
+    def fail(module, args):
+        raise AssertionError("the LM head ran: logits were computed that nothing reads")
+
+    handle = bridge.original_model.get_output_embeddings().register_forward_pre_hook(fail)
+    yield
+    handle.remove()
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a loaded model is a `model` test (select with -m model, skip with -m 'not model')."""
+    for item in items:
+        if "bridge" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(autouse=True)

@@ -207,11 +207,11 @@ TEXTS = [
 ]
 
 
-def test_kv_reuse_equals_naive_full_rerun(bridge):
-    layer = bridge.cfg.n_layers // 2
+def test_kv_reuse_equals_naive_full_rerun(bridge, no_logits):
+    layer = bridge.cfg.n_layers // 2  # SmolLM2 15, Gemma 3 9 (not a multiple of its 6-layer attention pattern)
     ids = activations.tokenize_last(bridge, TEXTS, 32)
     runner = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4)  # 3 batches, the last one short
-    assert runner.start == layer  # SmolLM2 (Llama) passes the check: settings skip the layers below
+    assert runner.start == layer  # the check passes: settings skip the layers below
     d_mlp = bridge.cfg.d_mlp
     hidden = activations.run_last_token(bridge, ids, [activations.HIDDEN.format(layer=layer)])
     fill = hidden[activations.HIDDEN.format(layer=layer)].mean(axis=0)
@@ -236,9 +236,50 @@ def test_kv_reuse_equals_naive_full_rerun(bridge):
     assert all(cache.get_seq_length() == inputs["input_ids"].shape[1] - 1 for inputs, cache, _ in runner.batches)
 
 
+def test_shortcut_is_valid_at_every_layer(bridge, no_logits):
+    """The layer cut (layers and config.layer_types together) matches the full re-run at every layer
+    the check visits; on Gemma 3 cutting the layers alone passed only at multiples of 6."""
+    n = bridge.cfg.n_layers
+    layers = range(1, n) if n <= 18 else sorted({1, 2, n // 3, n - 2, n - 1})
+    ids = activations.tokenize_last(bridge, TEXTS[:4], 32)
+    keep = kept_neurons(np.random.default_rng(3).permutation(bridge.cfg.d_mlp), 20, "remove")
+    fill = np.zeros(bridge.cfg.d_mlp)
+    worst = 0.0
+    for layer in layers:
+        runner = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4)
+        assert runner.start == layer, f"the shortcut failed its check at layer {layer}"
+        fast, naive = runner.final_resid(keep, fill), runner.final_resid_naive(keep, fill)
+        worst = max(worst, np.abs(fast - naive).max() / np.abs(naive).max())
+    print(f"layers {list(layers)}: max relative difference to the full re-run {worst:.1e}")
+    assert worst < 1e-5
+    assert all(ablation._SHORTCUT_OK[bridge.original_model.base_model][layer] for layer in layers)
+
+
+def test_decoder_layers_from_restores_the_decoder_after_an_error(bridge):
+    decoder = bridge.original_model.base_model
+    layers, types = decoder.layers, getattr(decoder.config, "layer_types", None)
+    with pytest.raises(RuntimeError, match="inside"):
+        with ablation.decoder_layers_from(decoder, 3):
+            assert len(decoder.layers) == bridge.cfg.n_layers - 3
+            if types is not None:
+                assert list(decoder.config.layer_types) == list(types[3:])
+            raise RuntimeError("inside")
+    assert decoder.layers is layers and getattr(decoder.config, "layer_types", None) is types
+
+
+def test_runner_rejects_texts_longer_than_a_sliding_window(bridge):
+    window = getattr(bridge.original_model.config, "sliding_window", None)
+    if not window or "sliding_attention" not in (getattr(bridge.original_model.config, "layer_types", None) or ()):
+        pytest.skip("no sliding-window layers")
+    with pytest.raises(ValueError, match=f"up to {window - 1} tokens") as err:
+        ablation.DownstreamRunner(bridge, [[2] * window], 1)
+    assert "\n" not in str(err.value)
+
+
 def test_runner_falls_back_to_every_layer_when_the_decoder_changes_its_input(bridge, monkeypatch):
-    """A decoder that rescales inputs_embeds (as Gemma does) fails the check; the runner then runs
-    every layer from the token ids, and still matches the naive full re-run."""
+    """A decoder that changes inputs_embeds before its first layer (GPT-2 adds position embeddings)
+    fails the check; the runner then runs every layer from the token ids, and still matches the naive
+    full re-run."""
     decoder = bridge.original_model.base_model
     forward = decoder.forward
 
@@ -257,7 +298,7 @@ def test_runner_falls_back_to_every_layer_when_the_decoder_changes_its_input(bri
     np.testing.assert_allclose(runner.final_resid(keep, fill), naive, atol=1e-5 * np.abs(naive).max(), rtol=0)
 
 
-def test_prefix_state_cache_gives_the_same_residuals(bridge, tmp_path, monkeypatch):
+def test_prefix_state_cache_gives_the_same_residuals(bridge, model_name, tmp_path, monkeypatch):
     """cache_as: clean prefix states are written once per batch, read back on the next run (no clean
     pass at all), and give exactly the residuals of an uncached runner."""
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
@@ -267,9 +308,9 @@ def test_prefix_state_cache_gives_the_same_residuals(bridge, tmp_path, monkeypat
     fill = np.zeros(bridge.cfg.d_mlp)
     plain = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4).final_resid(keep, fill)
     assert not list(tmp_path.iterdir())
-    writer = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as="smollm2-135m")
+    writer = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as=model_name)
     assert len(list(tmp_path.glob(f"*prefix-kv-from-{layer}*.npz"))) == 3  # one entry per batch
     monkeypatch.setattr(ablation.DownstreamRunner, "_clean_pass", lambda *a: pytest.fail("recomputed a cached prefix"))
-    reader = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as="smollm2-135m")
+    reader = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as=model_name)
     for runner in (writer, reader):
         np.testing.assert_array_equal(runner.final_resid(keep, fill), plain)

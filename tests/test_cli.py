@@ -81,6 +81,7 @@ def test_rank_bad_file_content(tmp_path):
     _one_error_line(_cli("rank", "--concept", str(bad), "--layer", "1"), "needs columns 'text,label'")
 
 
+@pytest.mark.model
 def test_rank_unknown_model_offline(small_concept):
     result = _cli(
         "rank",
@@ -127,10 +128,16 @@ def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern)
 
 
 @pytest.mark.model
-def test_rank_prints_what_each_neuron_does(small_concept, tmp_path):
-    args = ["rank", "--concept", str(small_concept), "--layer", "3", "--k", "5", "--json"]
+@pytest.mark.parametrize("model", [None, "gemma3-270m"])
+def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model):
+    chosen = ["--model", model] if model else []
+    args = ["rank", "--concept", str(small_concept), "--layer", "3", "--k", "5", "--json", *chosen]
     env = {"SPARSEPROBE_CACHE": str(tmp_path)}
-    native = json.loads(_cli(*args, "--method", "mean_diff", env=env).stdout)["neurons"]
+    result = _cli(*args, "--method", "mean_diff", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["model"] == (model or "smollm2-135m")
+    native = out["neurons"]
     assert [n["rank"] for n in native] == [1, 2, 3, 4, 5] and len({n["neuron"] for n in native}) == 5
     assert all(n["writing_norm"] > 0 and -1 <= n["alignment"] <= 1 and 0 <= n["auroc"] <= 1 for n in native)
     assert np.all(np.diff([n["score"] for n in native]) <= 0)  # mean_diff's own statistic, descending
@@ -175,13 +182,13 @@ def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):
     assert dest.read_bytes() == src.read_bytes()
 
 
-def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, monkeypatch):
-    hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, 30, 3)]
+def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept, tmp_path, monkeypatch):
+    hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, bridge.cfg.n_layers, 3)]
     script = (
         f"from sparseprobe_core import models, activations as a, concepts as c\n"
-        f"b = models.load_model(); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
+        f"b = models.load_model({model_name!r}); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
         f"print('start', flush=True)\n"
-        f"a.collect(b, 'smollm2-135m', t, {hooks!r}, batch_size=2)\n"
+        f"a.collect(b, {model_name!r}, t, {hooks!r}, batch_size=2)\n"
     )
     proc = subprocess.Popen(
         [PY, "-c", script],
@@ -199,8 +206,8 @@ def test_interrupted_activation_run_then_rerun(bridge, small_concept, tmp_path, 
     texts = list(concepts.load_concept(small_concept).texts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a corrupted entry would warn before being recomputed
-        got = activations.collect(bridge, "smollm2-135m", texts, hooks)
-    fresh = activations.collect(bridge, "smollm2-135m", texts, hooks, use_cache=False)
+        got = activations.collect(bridge, model_name, texts, hooks)
+    fresh = activations.collect(bridge, model_name, texts, hooks, use_cache=False)
     for h in hooks:
         np.testing.assert_allclose(got[h], fresh[h], atol=1e-4)
     assert len(list(tmp_path.glob("*.npz"))) == len(hooks)

@@ -65,4 +65,4 @@ def test_a_user_concept_is_named_by_its_file(monkeypatch):
     monkeypatch.delenv("SPARSEPROBE_OUT_DIR")
     cfg = config.make_config(profile="ci", concept="runs/x/my_concept.csv")
     assert cfg.concepts == ("my_concept",) and cfg.concept_files == ("runs/x/my_concept.csv",)
-    assert cfg.out_dir.parts[-3:] == ("runs", "my_concept", "figures")
+    assert cfg.out_dir.parts[-4:] == ("runs", "my_concept", "figures", "smollm2-135m")

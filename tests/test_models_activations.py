@@ -1,10 +1,13 @@
-"""The embedded model loads offline, W_out is oriented as m = a W_out + b_out, batching never changes
-the probed token's activations, and the cache survives corruption."""
+"""Every embedded model loads offline, W_out is oriented as m = a W_out + b_out at the MLP-output hook,
+the collection path equals the bridge's own forward without computing logits, batching never
+changes the probed token's activations, and the cache survives corruption. Tests that take `bridge`
+run once per embedded model."""
 
 import numpy as np
 import pytest
+import torch
 
-from sparseprobe_core import activations, models
+from sparseprobe_core import activations, models, theory
 
 TEXTS = [
     "The capital of France is",
@@ -15,27 +18,83 @@ TEXTS = [
 ]
 
 
-def test_embedded_model_sizes(bridge):
-    info = models.model_info(bridge, models.DEFAULT_MODEL)
-    assert (info.n_layers, info.d_mlp, info.d_model) == (30, 1536, 576)
+def _layers(bridge) -> list[int]:
+    """First, middle and last layer."""
+    n = bridge.cfg.n_layers
+    return [0, n // 2, n - 1]
+
+
+def test_model_sizes_agree_with_the_hf_config(bridge, model_name):
+    info = models.model_info(bridge, model_name)
+    hf = bridge.original_model.config
+    assert (info.n_layers, info.d_mlp, info.d_model) == (hf.num_hidden_layers, hf.intermediate_size, hf.hidden_size)
     w, b = models.writing_vectors(bridge, 3)
-    assert w.shape == (1536, 576) and b.shape == (576,)
+    assert w.shape == (info.d_mlp, info.d_model) and b.shape == (info.d_model,)
 
 
-@pytest.mark.parametrize("layer", [0, 17, 29])
-def test_w_out_reproduces_mlp_out(bridge, layer):
-    acts = activations.layer_activations(bridge, "smollm2-135m", TEXTS, [layer])
-    a, m = acts[layer]
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_w_out_reproduces_mlp_out(bridge, model_name, which):
+    layer = _layers(bridge)[which]
+    a, m = activations.layer_activations(bridge, model_name, TEXTS, [layer])[layer]
     w, b = models.writing_vectors(bridge, layer)
     assert np.abs(a @ w + b - m).max() < 1e-4 * max(1.0, np.abs(m).max())
 
 
+def test_post_norm_output_is_the_normalised_mlp_out(bridge, model_name):
+    """hook_mlp_out is what the block writes: m itself (SmolLM2), or (1 + g) m / rms(m) (Gemma 3), where
+    the identity with W_out fails."""
+    layer = _layers(bridge)[1]
+    a, m, p = activations.post_norm_activations(bridge, model_name, TEXTS, [layer])[layer]
+    norm = models.mlp_post_norm(bridge, layer)
+    if norm is None:
+        np.testing.assert_array_equal(p, m)
+        return
+    scale, eps = norm
+    assert theory.max_relative_difference(p.ravel(), theory.post_norm(m, scale, eps).ravel()) < 1e-5
+    w, b = models.writing_vectors(bridge, layer)
+    assert np.abs(a @ w + b - p).max() > 0.5 * np.abs(p).max()  # the reduction does not hold after the norm
+    gain = theory.post_norm_gain(m, eps)
+    assert np.all(gain > 0) and np.ptp(gain) > 0.1 * gain.mean()  # a per-text factor, not a constant
+
+
+def test_collection_equals_the_bridge_forward_and_computes_no_logits(bridge, request):
+    """run_last_token runs the decoder without its LM head, even for the last block's residual, and
+    gives exactly the bridge's run_with_cache values."""
+    last = bridge.cfg.n_layers - 1
+    hooks = [
+        activations.HIDDEN.format(layer=0),
+        activations.MLP_OUT.format(layer=last),
+        activations.MLP_POST_NORM.format(layer=last),
+        activations.RESID_POST.format(layer=last),
+    ]
+    ids = activations.tokenize_last(bridge, TEXTS, 128)
+    inputs = activations.left_pad(ids, activations._pad_id(bridge))
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(
+            inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            position_ids=inputs["position_ids"],
+            names_filter=lambda n: n in hooks,
+        )
+    request.getfixturevalue("no_logits")  # from here on, the LM head must not run
+    got = activations.run_last_token(bridge, ids, hooks, batch_size=len(ids))
+    for h in hooks:
+        np.testing.assert_array_equal(got[h], cache[h][:, -1].float().numpy(), err_msg=h)
+
+
+def test_unknown_hook_is_one_line(bridge):
+    ids = activations.tokenize_last(bridge, TEXTS[:1], 16)
+    with pytest.raises(Exception) as err:
+        activations.run_last_token(bridge, ids, ["blocks.0.hook_no_such_thing"])
+    assert "\n" not in str(err.value)
+
+
 def test_batched_equals_unbatched(bridge):
-    hook = activations.HIDDEN.format(layer=12)
+    hook = activations.HIDDEN.format(layer=_layers(bridge)[1])
     ids = activations.tokenize_last(bridge, TEXTS, 128)
     batched = activations.run_last_token(bridge, ids, [hook], batch_size=5)[hook]
     single = np.stack([activations.run_last_token(bridge, [x], [hook])[hook][0] for x in ids])
-    assert np.abs(batched - single).max() < 1e-3
+    assert np.abs(batched - single).max() < 1e-3 * max(1.0, np.abs(single).max())
     assert not np.allclose(batched[0], batched[1])
 
 
@@ -45,24 +104,36 @@ def test_long_text_keeps_last_tokens_with_warning(bridge):
     assert len(ids[0]) == 8
 
 
-def test_cache_hit_and_corruption_recovery(bridge, tmp_path, monkeypatch):
+def test_cache_hit_and_corruption_recovery(bridge, model_name, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
-    first = activations.layer_activations(bridge, "smollm2-135m", TEXTS, [2])[2][0]
+    first = activations.layer_activations(bridge, model_name, TEXTS, [2])[2][0]
     files = sorted(tmp_path.glob("*.npz"))
     assert len(files) == 2 and not list(tmp_path.glob("*.tmp"))
     files[0].write_bytes(files[0].read_bytes()[:100])
     for f in files[1:]:
         f.unlink()
     with pytest.warns(UserWarning, match="corrupted"):
-        again = activations.layer_activations(bridge, "smollm2-135m", TEXTS, [2])[2][0]
+        again = activations.layer_activations(bridge, model_name, TEXTS, [2])[2][0]
     np.testing.assert_allclose(again, first, atol=1e-5)
+
+
+def test_cache_entries_are_keyed_by_hook_name(bridge, model_name, tmp_path, monkeypatch):
+    """An entry written under the old MLP-output hook (hook_mlp_out) is never read as MLP_OUT
+    (mlp.hook_out): on Gemma 3 they are different tensors. It stays valid for MLP_POST_NORM."""
+    monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
+    ids = activations.tokenize_last(bridge, TEXTS, 128)
+    post = activations.cache_path(model_name, ids, activations.MLP_POST_NORM.format(layer=1))
+    assert post != activations.cache_path(model_name, ids, activations.MLP_OUT.format(layer=1))
+    activations.write_arrays(post, acts=np.zeros((len(TEXTS), bridge.cfg.d_model), np.float32))
+    _, m, p = activations.post_norm_activations(bridge, model_name, TEXTS, [1])[1]
+    assert not np.any(p) and np.any(m)  # the planted entry is read for hook_mlp_out only
 
 
 def test_unknown_model_offline_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(models.ModelLoadError, match="cannot be fetched offline") as err:
         models.load_model("no-such-org/no-such-model-xyz")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "gemma3-270m" in str(err.value)
 
 
 def test_layer_out_of_range():

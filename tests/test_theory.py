@@ -263,3 +263,57 @@ def test_bh_variant_keeps_more_planted_neurons_at_small_n():
     recall = [np.isin(P.true_idx, r.kept).mean() for r in (universal, bh)]
     assert bh.tau < universal.tau and recall[1] > recall[0] + 0.15
     assert np.setdiff1d(bh.kept, P.true_idx).size <= 0.2 * bh.k  # still few false neurons
+
+
+# ---------------------------------------------------------------------------------------------
+# post-norm blocks (Gemma 2/3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gemma_norm(M: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """Gemma3RMSNorm of transformers, in float64: x * rsqrt(mean(x^2) + eps) * (1 + weight)."""
+    x = torch.from_numpy(M)
+    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1.0 + torch.from_numpy(weight))).numpy()
+
+
+def test_post_norm_matches_gemma_rmsnorm_and_factors_through_the_gain():
+    A, W_out, b_out, M = _random_mlp_weights(seed=4, gated=True)
+    rng = np.random.default_rng(5)
+    weight, eps = rng.normal(0, 2, D_MODEL), 1e-6
+    scale = 1.0 + weight
+    P = T.post_norm(M, scale, eps)
+    np.testing.assert_allclose(P, _gemma_norm(M, weight, eps), rtol=1e-12, atol=1e-12)
+    # a probe on P is r(x) times a neuron probe with beta^g = W_out (scale * w), plus c
+    w, c = rng.standard_normal(D_MODEL), -0.3
+    gain = T.post_norm_gain(M, eps)
+    beta_g = T.post_norm_neuron_weights(W_out, scale, w)
+    assert np.all(gain > 0)
+    assert T.max_relative_difference(P @ w + c, gain * (A @ beta_g + b_out @ (scale * w)) + c) < 1e-10
+    with pytest.raises(ValueError, match="post-MLP norm"):
+        T.post_norm(M, scale[:-1], eps)
+
+
+def test_compare_post_norm_probe_separates_scale_and_gain():
+    """With scale 1 and a gain that is constant across rows, the post-norm probe is the pre-norm one
+    up to a rescaling of its input: same AUROC, same neuron ranking."""
+    planted = T.planted_mlp(n=400, d_mlp=128, d_model=32, k_true=8, seed=0, hard=False)
+    A, W_out, y = planted.A, planted.W_out, planted.y
+    M = A @ W_out
+    train, test = np.arange(0, 400, 2), np.arange(1, 400, 2)
+    M_const = M / np.sqrt((M**2).mean(axis=1, keepdims=True)) * 3.0  # every row at rms 3: constant gain
+    A_const = A * (M_const[:, :1] / M[:, :1])  # the activations that produce those rows
+    ones = np.ones(W_out.shape[1])
+    r = T.compare_post_norm_probe(
+        A_const, M_const, T.post_norm(M_const, ones, 0.0), y, train, test, W_out, np.zeros(W_out.shape[1]), ones, 0.0
+    )
+    assert r.identity_pre < 1e-10 and r.identity_post < 1e-10
+    np.testing.assert_allclose(r.gain, 1 / 3.0)
+    assert r.auroc_pre == pytest.approx(r.auroc_post, abs=1e-3) and r.auroc_post_linear == r.auroc_post
+    assert r.spearman_gain == pytest.approx(1.0) and r.spearman_pre_post > 0.99
+    # a per-example gain that varies: the reductions still hold exactly, AUROCs stay comparable
+    weight = np.random.default_rng(1).normal(0, 1, W_out.shape[1])
+    r = T.compare_post_norm_probe(
+        A, M, T.post_norm(M, 1 + weight, 1e-6), y, train, test, W_out, np.zeros(W_out.shape[1]), 1 + weight, 1e-6
+    )
+    assert r.identity_pre < 1e-10 and r.identity_post < 1e-10 and np.ptp(r.gain) > 0
+    assert 0.5 < r.auroc_post <= 1.0 and -1 <= r.spearman_pre_post <= 1

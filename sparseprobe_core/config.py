@@ -67,6 +67,17 @@ PROFILES: dict[str, dict] = {
     ),
 }
 CI_CONCEPTS = ("python_number", "python_string")
+# The concepts are split ONCE into development concepts, on which every analysis choice is made
+# (direction estimator, C grid, evaluator settings, which baselines count as strong), and test
+# concepts, used only by the final verdict cells. Drawn with numpy's default_rng(0), two of each kind
+# of data/concepts/catalog.toml (sorted names; code-token, word-in-context, sentence), and frozen here.
+DEV_CONCEPTS = ("code_loop_body", "python_number", "pos_base_form", "that_relative", "dutch", "spanish")
+
+
+def test_concepts(concepts: tuple[str, ...]) -> tuple[str, ...]:
+    """The concepts of a run that the verdict may use: all but the development ones (a user's own concept
+    is always a test concept)."""
+    return tuple(c for c in concepts if c not in DEV_CONCEPTS)
 
 
 @dataclass(frozen=True)

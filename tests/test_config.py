@@ -66,3 +66,12 @@ def test_a_user_concept_is_named_by_its_file(monkeypatch):
     cfg = config.make_config(profile="ci", concept="runs/x/my_concept.csv")
     assert cfg.concepts == ("my_concept",) and cfg.concept_files == ("runs/x/my_concept.csv",)
     assert cfg.out_dir.parts[-4:] == ("runs", "my_concept", "figures", "smollm2-135m")
+
+
+def test_development_and_test_concepts_are_split_once():
+    shipped = set(config.shipped_concepts())
+    dev = set(config.DEV_CONCEPTS)
+    assert dev <= shipped and len(dev) >= 4
+    test = set(config.test_concepts(tuple(sorted(shipped))))
+    assert len(test) >= 12 and not dev & test and dev | test == shipped
+    assert config.test_concepts(("my_concept",)) == ("my_concept",)  # a user's concept is a test concept

@@ -64,9 +64,11 @@ setup_env() {
   fi
 }
 
-setup_env
+# SPARSEPROBE_PYTHON: run with an environment you manage yourself (e.g. conda's python), no set-up.
+PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
+[ -n "${SPARSEPROBE_PYTHON:-}" ] || setup_env
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
-.venv/bin/python data/build_concepts.py --local
+"$PY" data/build_concepts.py --local
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then
@@ -75,7 +77,7 @@ if [ -n "$concept" ]; then
   dest_nb="runs/$name" dest_fig="runs/$name/figures"
   # Validate before any notebook starts (one error line, nothing written), then keep a copy of exactly
   # the data analysed beside its results; the notebooks see it by its repository path, not yours.
-  .venv/bin/python -m sparseprobe_core check-concept "$concept" --copy-to "$dest_nb/$name.csv" || exit 1
+  "$PY" -m sparseprobe_core check-concept "$concept" --copy-to "$dest_nb/$name.csv" || exit 1
   concept="$dest_nb/$name.csv"
 elif [ "$profile" = ci ]; then
   dest_nb="tests/nbval" dest_fig="runs/ci/figures"
@@ -99,7 +101,7 @@ args=(-p profile "$profile")
 [ -n "$concept" ] && args+=(-p concept "$concept")
 [ -n "$model" ] && args+=(-p model "$model")
 [ -n "$layers" ] && args+=(-p layers "$layers")
-if ! .venv/bin/python -m sparseprobe_core execute --stage "$stage" --notebooks-to "$dest_nb" --figures-to "$dest_fig" \
+if ! "$PY" -m sparseprobe_core execute --stage "$stage" --notebooks-to "$dest_nb" --figures-to "$dest_fig" \
     "${args[@]}" "${notebooks[@]}"; then
   echo "run_all.sh: stopped; previous figures are untouched" >&2
   exit 1

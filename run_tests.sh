@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./run_all.sh --setup-only
+PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
 export MPLBACKEND=agg PYTHONHASHSEED=0
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-.venv/bin/python -m pytest tests "$@"
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m pytest tests "$@"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" .venv/bin/python -m pytest --nbval-lax --nbval-current-env \
+SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" "$PY" -m pytest --nbval-lax --nbval-current-env \
   --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/*/*.ipynb tests/nbval/check_reproduction.py

@@ -127,6 +127,7 @@ def build_manifest(runs: dict[str, tuple[Path, list[Path]]]) -> dict:
                 "params": record["params"],
                 "data_sha256": _data_hashes(record["params"]),
                 "numbers": record["numbers"],
+                "verdicts": record.get("verdicts", {}),
             }
             for fig, info in record["figures"].items():
                 entry["figures"][fig] = {"notebook": name, **info}

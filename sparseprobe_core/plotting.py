@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -20,6 +21,66 @@ import numpy as np
 
 from . import paths
 from .config import RunConfig
+
+# One look per method in every figure (colour-blind-safe Okabe-Ito colours, then line styles), so a
+# reader can follow a method across notebooks. The paper's method is always the thick black line.
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "grey": "#999999",
+}
+PAPER_METHOD = "sparse_prober_contribution"
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How a ranking method is drawn and named in every figure and table."""
+
+    label: str
+    color: str
+    ls: str = "-"
+    lw: float = 1.4
+
+    def kw(self, emphasis: bool = True) -> dict:
+        """Matplotlib keyword arguments; without emphasis the method is drawn as thin grey context."""
+        if emphasis:
+            return dict(color=self.color, ls=self.ls, lw=self.lw, label=self.label)
+        return dict(color=OKABE_ITO["grey"], ls=self.ls, lw=0.7, alpha=0.6, label=self.label)
+
+
+_C = OKABE_ITO
+METHOD_STYLES: dict[str, MethodStyle] = {
+    PAPER_METHOD: MethodStyle("sparse prober, contribution-weighted (the paper's)", _C["black"], "-", 2.6),
+    "sparse_prober_contribution_coefw": MethodStyle("sparse prober, |coef x weight| at k", _C["black"], "--", 1.6),
+    "sparse_prober_none": MethodStyle("sparse prober, unweighted (plain L1 path)", _C["blue"], "-", 1.6),
+    "sparse_prober_norm": MethodStyle("sparse prober, norm-weighted", _C["blue"], "--"),
+    "sparse_prober_adaptive": MethodStyle("sparse prober, adaptive lasso", _C["blue"], ":"),
+    "f_stat": MethodStyle("F statistic (Gurnee et al.)", _C["vermillion"], "-", 1.6),
+    "mean_diff": MethodStyle("class-mean difference (Gurnee et al.)", _C["orange"], "-", 1.6),
+    "probeless": MethodStyle("probeless (Antverg & Belinkov)", _C["orange"], "--"),
+    "l1_probe": MethodStyle("L1 probe, z-scored", _C["sky"], "-", 1.6),
+    "dense_l2": MethodStyle("|w| of a dense L2 probe", _C["green"], "-", 1.6),
+    "elastic_net": MethodStyle("elastic-net probe (NeuroX rule)", _C["green"], "--"),
+    "grad_x_act_probe": MethodStyle("gradient x activation (probe)", _C["purple"], "-", 1.6),
+    "grad_x_act_model": MethodStyle("gradient x activation (model)", _C["purple"], ":"),
+    "act_magnitude": MethodStyle("activation magnitude", _C["yellow"], "-", 1.6),
+    "direct_effect": MethodStyle("direct effect |a| |W_out|", _C["yellow"], "--"),
+    "neurox_probeless": MethodStyle("NeuroX probeless", _C["orange"], ":"),
+    "neurox_linear_probe": MethodStyle("NeuroX linear probe", _C["green"], ":"),
+    "tl_sparse_probe": MethodStyle("TransformerLens sparse probe", _C["vermillion"], ":"),
+    "random": MethodStyle("random", _C["grey"], ":", 1.4),
+}
+
+
+def method_style(name: str) -> MethodStyle:
+    """The style of a method (a grey dash-dot line with its own name for one this table does not know)."""
+    return METHOD_STYLES.get(name, MethodStyle(name, _C["grey"], "-."))
 
 
 @contextmanager
@@ -43,10 +104,10 @@ def _update_record(cfg: RunConfig, notebook: str, key: str, values: dict) -> Non
     record = (
         json.loads(path.read_text())
         if path.exists()
-        else {"notebook": notebook, "params": cfg.record(), "figures": {}, "numbers": {}}
+        else {"notebook": notebook, "params": cfg.record(), "figures": {}, "numbers": {}, "verdicts": {}}
     )
     record["params"] = cfg.record()
-    record[key].update(values)
+    record.setdefault(key, {}).update(values)
     text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable) + "\n"
     paths.atomic_write(path, lambda tmp: tmp.write_text(text))
 
@@ -81,6 +142,23 @@ def save_figure(fig: plt.Figure, name: str, cfg: RunConfig, notebook: str, capti
     _show_inline(path)
     _update_record(cfg, notebook, "figures", {name: {"file": path.name, "caption": caption}})
     return path
+
+
+VERDICTS = ("holds", "does not hold", "cannot tell")
+
+
+def record_verdict(
+    cfg: RunConfig, notebook: str, claim: str, verdict: str, headline: str, layer: int | None = None
+) -> dict:
+    """Record a claim's verdict on this run's model (one of VERDICTS) with a one-line headline of the
+    numbers behind it; the cross-model summary, the read-along page and the README table are built
+    from these. `layer`: a verdict that is made per layer."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
+    key = f"claim{claim}" + (f"_layer{layer}" if layer is not None else "")
+    entry = {"claim": str(claim), "layer": layer, "verdict": verdict, "headline": headline}
+    _update_record(cfg, notebook, "verdicts", {key: entry})
+    return entry
 
 
 def record_numbers(cfg: RunConfig, notebook: str, **numbers) -> dict:

@@ -32,3 +32,27 @@ def test_stored_notebooks_carry_no_timings_or_progress_bars():
         text = json.dumps([c.get("outputs", []) for c in cells])
         for marker in ("it/s]", "s/it]", " s so far", "took ", "ran in ", "done after", "run time"):
             assert marker not in text, f"{nb.name} stores a timing or progress bar ({marker!r}); use progress.say/bar"
+
+
+def test_every_ranker_and_peer_has_its_own_style():
+    from sparseprobe_core import peers, plotting, rankers
+
+    names = [*rankers.RANKERS, *peers.PEERS]
+    assert set(names) <= set(plotting.METHOD_STYLES)
+    looks = [(s.color, s.ls) for n, s in plotting.METHOD_STYLES.items() if n != "random"]
+    assert len(set(looks)) == len(looks), "two methods share a colour and line style"
+    assert plotting.method_style(plotting.PAPER_METHOD).color == "#000000"
+
+
+def test_a_verdict_must_be_one_of_three_words(tmp_path):
+    import pytest
+
+    from sparseprobe_core import config, plotting
+
+    cfg = config.make_config(profile="ci", out_dir=str(tmp_path))
+    entry = plotting.record_verdict(cfg, "03_x", claim="4", verdict="cannot tell", headline="+0.01 [-0.02, 0.03]", layer=7)
+    assert entry["verdict"] == "cannot tell"
+    record = json.loads((cfg.out_dir / "records" / "03_x.json").read_text())
+    assert record["verdicts"]["claim4_layer7"]["headline"] == "+0.01 [-0.02, 0.03]"
+    with pytest.raises(ValueError, match="use one of holds, does not hold, cannot tell"):
+        plotting.record_verdict(cfg, "03_x", claim="4", verdict="wins", headline="")

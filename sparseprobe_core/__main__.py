@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, paths
@@ -134,24 +135,91 @@ def _fd2_to(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
+HEARTBEAT_S = 25.0  # the terminal never stays silent longer than this while a notebook runs
+
+
+@dataclass
+class _Watch:
+    """What the run is doing, for the terminal: the notebook and section running and since when, and
+    when the terminal last got a line (the heartbeat speaks up after HEARTBEAT_S of silence)."""
+
+    notebook: str = ""
+    section: str = ""
+    since: float = field(default_factory=time.monotonic)
+    heard: float = field(default_factory=time.monotonic)
+
+    def enter(self, notebook: str, section: str) -> None:
+        self.notebook, self.section, self.since = notebook, section, time.monotonic()
+
+
+def _heading(cells: list, before: int) -> str:
+    """The latest markdown heading of level 2 or 3 ("## ...", "### ...") above cell `before`, or
+    "set-up" above the first one (level 1 is the notebook's title, already on the terminal)."""
+    for cell in reversed(cells[:before]):
+        if cell.cell_type == "markdown":
+            for line in reversed(cell.source.splitlines()):
+                if line.startswith(("## ", "### ")):
+                    return line.lstrip("#").strip()
+    return "set-up"
+
+
+def _section_engine(watch: _Watch, notebook: str) -> str:
+    """Register (under a name, which is returned) a papermill engine that, before each code cell,
+    writes the section that is starting to the progress file when it changes."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    from . import progress
+
+    class SectionEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            start = nb_man.cell_start
+
+            def announce(cell, cell_index=None, **kw):
+                if cell.cell_type == "code" and cell_index is not None:
+                    section = _heading(nb_man.nb.cells, cell_index)
+                    if section != watch.section:
+                        watch.enter(notebook, section)
+                        progress.say(f"   -- {section}")
+                return start(cell, cell_index, **kw)
+
+            nb_man.cell_start = announce
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("sparseprobe-sections", SectionEngine)
+    return "sparseprobe-sections"
+
+
 @contextmanager
-def _echo(path: Path, term) -> Iterator[None]:
-    """Copy what the notebooks write to the progress file (`progress.say`, `progress.bar`) to the terminal
-    as it arrives."""
+def _echo(path: Path, term, watch: _Watch) -> Iterator[None]:
+    """Copy what the notebooks write to the progress file (`progress.say`, `progress.bar`, the section
+    lines) to the terminal as it arrives; after HEARTBEAT_S without a word, say what is still running."""
     stop = threading.Event()
     path.touch()
 
     def pump() -> None:
+        last = "\n"
         with open(path, encoding="utf-8", errors="replace") as f:
             while True:
                 chunk = f.read()
+                now = time.monotonic()
                 if chunk:
                     term.write(chunk)
-                    term.flush()
+                    last = chunk[-1]
+                    watch.heard = now
                 elif stop.is_set():
                     return
+                elif now - watch.heard >= HEARTBEAT_S and watch.notebook:
+                    minutes, seconds = divmod(int(now - watch.since), 60)
+                    term.write(
+                        ("" if last == "\n" else "\n")
+                        + f"   ... still running {watch.notebook}: {watch.section} ({minutes}:{seconds:02d})\n"
+                    )
+                    last, watch.heard = "\n", now
                 else:
                     time.sleep(0.2)
+                    continue
+                term.flush()
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
@@ -160,6 +228,19 @@ def _echo(path: Path, term) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+class RunFailed(RuntimeError):
+    """A notebook failed; `kept` names the files left for the user to read, (what, path) each."""
+
+    def __init__(self, message: str, kept: list[tuple[str, Path]]):
+        super().__init__(message)
+        self.kept = kept
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when inside it (run_all.sh runs in the repository)."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _cmd_execute(args: argparse.Namespace) -> None:
@@ -174,30 +255,44 @@ def _cmd_execute(args: argparse.Namespace) -> None:
     params = dict(args.param)
     profile = params.get("profile", "paper")
     plan = config.run_plan(profile, params.pop("model", ""), [Path(nb) for nb in args.notebooks])
-    with _terminal() as term, _echo(stage / "progress.log", term), _fd2_to(stage / "kernels.log"):
+    watch = _Watch()
+    with _terminal() as term, _echo(stage / "progress.log", term, watch), _fd2_to(stage / "kernels.log"):
         for model, notebooks in plan.items():
             (stage / config.model_slug(model)).mkdir(parents=True, exist_ok=True)
             for nb in notebooks:
-                term.write(f"== {nb.name} on {model} (profile {profile})\n")
+                progress.say(f"== {nb.name} on {model} (profile {profile})")
+                watch.enter(f"{nb.stem} on {model}", "starting the kernel")
+                executed = stage / config.model_slug(model) / nb.name
                 start = time.perf_counter()
                 try:
                     # "immediate": once the last cell has run, kill the kernel instead of letting it spend
                     # 2.5 s failing to SIGTERM the worker pool's resource tracker (which ignores SIGTERM)
                     papermill.execute_notebook(
                         nb,
-                        stage / config.model_slug(model) / nb.name,
+                        executed,
                         parameters={**params, "model": model},
                         cwd=str(nb.parent),
                         kernel_name="python3",
+                        engine_name=_section_engine(watch, f"{nb.stem} on {model}"),
                         progress_bar=False,
                         shutdown_kernel="immediate",
                     )
-                except PapermillExecutionError as err:
-                    reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
-                    raise RuntimeError(
-                        f"{nb.name} on {model} failed at cell In [{err.exec_count}]: {err.ename}: {reason}"
-                    ) from None
-                term.write(f"   {nb.name} on {model} ran in {time.perf_counter() - start:.0f} s\n")
+                except Exception as err:
+                    # keep what shows the failure: the notebook as far as it ran (papermill saves it
+                    # cell by cell, with the failing cell's traceback), and the logs; run_all.sh
+                    # leaves the staging folder in place
+                    kept = [("the notebook as far as it ran", executed)] if executed.exists() else []
+                    kept += [("the kernels' log", stage / "kernels.log"), ("the progress log", stage / "progress.log")]
+                    kept = [(what, Path(_shown_path(path))) for what, path in kept]
+                    if isinstance(err, PapermillExecutionError):
+                        reason = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
+                        where = f"at cell In [{err.exec_count}]: {err.ename}: {reason}"
+                    else:
+                        where = f"({type(err).__name__}: {err})".replace("\n", " ")
+                    raise RunFailed(f"{nb.name} on {model} failed {where}", kept) from None
+                finally:
+                    watch.notebook = ""  # no heartbeat between notebooks
+                progress.say(f"   {nb.name} on {model} ran in {time.perf_counter() - start:.0f} s")
     runs = {}
     for model, notebooks in plan.items():
         for nb in notebooks:
@@ -205,6 +300,17 @@ def _cmd_execute(args: argparse.Namespace) -> None:
         runs[model] = (stage / "figures" / config.model_slug(model) / "records", notebooks)
     manifest.write_json(stage / "figures" / manifest.MANIFEST, manifest.build_manifest(runs))
     _publish(stage, plan, Path(args.notebooks_to), Path(args.figures_to))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    """Build the read-along page, the summary figure and (optionally) the README's findings table."""
+    from . import report
+
+    start = time.perf_counter()
+    page = report.build(
+        Path(args.figures), Path(args.notebooks), Path(args.out), Path(args.readme) if args.readme else None
+    )
+    print(f"read-along page: {_shown_path(page)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 
 def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figures_to: Path) -> None:
@@ -262,6 +368,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     e.add_argument("notebooks", nargs="+")
     e.set_defaults(func=_cmd_execute)
+    rp = sub.add_parser("report")
+    rp.add_argument("--figures", default="figures", help="the folder with MANIFEST.json and <model>/*.png")
+    rp.add_argument("--notebooks", default="notebooks", help="the executed notebooks (others' models in <model>/)")
+    rp.add_argument("--out", default="report", help="the page's folder, replaced whole")
+    rp.add_argument("--readme", default="", help="also rewrite this README's findings table")
+    rp.set_defaults(func=_cmd_report)
     c = sub.add_parser("check-concept")
     c.add_argument("file")
     c.add_argument("--copy-to", default="")
@@ -279,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (ValueError, RuntimeError, OSError) as err:  # ConceptError, ModelLoadError, PeerUnavailable included
         print(f"error: {err}", file=sys.stderr)
+        for what, path in getattr(err, "kept", []):  # RunFailed: where to read what happened
+            print(f"  kept {what}: {path}", file=sys.stderr)
         return 1
     return 0
 

@@ -18,6 +18,9 @@ from pathlib import Path
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import PathCollection
+from matplotlib.legend import Legend
+from matplotlib.transforms import Bbox
 
 from . import paths
 from .config import RunConfig
@@ -75,6 +78,8 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "neurox_linear_probe": MethodStyle("NeuroX linear probe", _C["green"], ":"),
     "tl_sparse_probe": MethodStyle("TransformerLens sparse probe", _C["vermillion"], ":"),
     "random": MethodStyle("random", _C["grey"], ":", 1.4),
+    # not a ranking: the ceiling a sparse probe is compared with (notebook 02)
+    "dense_probe_all_neurons": MethodStyle("dense L2 probe, all neurons (ceiling)", _C["grey"], "--", 1.4),
 }
 
 
@@ -130,17 +135,92 @@ def _show_inline(path: Path) -> None:
         display(Image(filename=str(path)))
 
 
+def legend_outside(fig: plt.Figure, axes, ncol: int | None = None) -> Legend:
+    """One legend for the whole figure, centred below its panels, so that it covers no data.
+
+    Entries are collected from every axes in `axes` (each label once, in order of appearance);
+    `save_figure` widens the saved image to include it."""
+    handles: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    ncol = ncol or min(len(handles), 3)
+    return fig.legend(
+        list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False
+    )
+
+
+def _covers(box: Bbox, ax: plt.Axes) -> bool:
+    """Does drawn data of `ax` (a line, band, marker, bar, heatmap cell or image) reach into `box`
+    (display coordinates)? The axes' background, grid and text are not data."""
+
+    def points_in(xy: np.ndarray) -> bool:
+        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        inside = (xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0) & (xy[:, 1] <= box.y1)
+        return bool(inside.any())
+
+    for line in ax.get_lines():
+        if not line.get_visible() or not len(line.get_xydata()):
+            continue
+        path = line.get_transform().transform_path(line.get_path())
+        if line.get_linestyle() not in ("None", "", " ") and path.intersects_bbox(box, filled=False):
+            return True
+        if line.get_marker() not in (None, "None", "", " ") and points_in(path.vertices):
+            return True
+    for coll in ax.collections:
+        if not coll.get_visible():
+            continue
+        if isinstance(coll, PathCollection):  # scatter: markers at the offsets
+            if points_in(coll.get_offset_transform().transform(coll.get_offsets())):
+                return True
+        elif any(coll.get_transform().transform_path(p).intersects_bbox(box) for p in coll.get_paths()):
+            return True
+    for patch in ax.patches:
+        if patch.get_visible() and patch.get_transform().transform_path(patch.get_path()).intersects_bbox(box):
+            return True
+    return any(image.get_visible() and image.get_window_extent().overlaps(box) for image in ax.images)
+
+
+def legends_over_data(fig: plt.Figure) -> list[str]:
+    """Every legend of `fig` that covers drawn data of a panel, as "legend of <owner> over <panel>";
+    empty when none does (a legend in an empty panel or outside the panels covers nothing)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    def name(i: int, ax: plt.Axes) -> str:
+        return repr(ax.get_title()) if ax.get_title() else f"panel {i + 1}"
+
+    legends = [(name(i, ax), ax.get_legend()) for i, ax in enumerate(fig.axes)] + [("figure", g) for g in fig.legends]
+    problems = []
+    for owner, legend in legends:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        for i, ax in enumerate(fig.axes):
+            region = Bbox.intersection(box, ax.get_window_extent(renderer))  # data is clipped to its axes
+            if region is not None and region.width > 0 and region.height > 0 and _covers(region, ax):
+                problems.append(f"legend of {owner} over {name(i, ax)}")
+    return problems
+
+
 def save_figure(fig: plt.Figure, name: str, cfg: RunConfig, notebook: str, caption: str = "") -> Path:
     """Write `fig` to `<out_dir>/<name>.png` atomically, record it for the manifest, show that file
     inline when running in a notebook (so the executed notebook displays exactly the saved figure),
-    and close it."""
+    and close it. The record lists every legend that covers data (`legends_over_data`; a test
+    requires none)."""
     path = Path(cfg.out_dir) / f"{name}.png"
     with style():
         fig.tight_layout()
-        paths.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None}))
+        # a figure legend (legend_outside) hangs below the panels: widen the saved image to hold it
+        tight = {"bbox_inches": "tight", "pad_inches": 0.1} if fig.legends else {}
+        covered = legends_over_data(fig)
+        paths.atomic_write(
+            path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None}, **tight)
+        )
     plt.close(fig)
     _show_inline(path)
-    _update_record(cfg, notebook, "figures", {name: {"file": path.name, "caption": caption}})
+    record = {"file": path.name, "caption": caption, "legend_over_data": covered}
+    _update_record(cfg, notebook, "figures", {name: record})
     return path
 
 
@@ -148,15 +228,25 @@ VERDICTS = ("holds", "does not hold", "cannot tell")
 
 
 def record_verdict(
-    cfg: RunConfig, notebook: str, claim: str, verdict: str, headline: str, layer: int | None = None
+    cfg: RunConfig,
+    notebook: str,
+    claim: str,
+    verdict: str,
+    headline: str,
+    layer: int | None = None,
+    figure: str | None = None,
 ) -> dict:
     """Record a claim's verdict on this run's model (one of VERDICTS) with a one-line headline of the
     numbers behind it; the cross-model summary, the read-along page and the README table are built
-    from these. `layer`: a verdict that is made per layer."""
+    from these. `claim`: "1".."5", or a part of one such as "3-detection" (grouped under claim 3);
+    `layer`: a verdict that is made per layer; `figure`: the saved figure (its name) that shows it,
+    which the read-along page puts beside the verdict."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
     key = f"claim{claim}" + (f"_layer{layer}" if layer is not None else "")
     entry = {"claim": str(claim), "layer": layer, "verdict": verdict, "headline": headline}
+    if figure is not None:
+        entry["figure"] = figure
     _update_record(cfg, notebook, "verdicts", {key: entry})
     return entry
 

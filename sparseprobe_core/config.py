@@ -124,6 +124,13 @@ class RunConfig:
     k_area: tuple[int, ...] = (1, 2, 5, 10, 20, 50)  # notebook 02: area = mean AUROC over these k
     sweep_k: int = 10  # notebook 02's layer sweep: probes of exactly this many neurons
     n_top: int = 8  # notebook 02: neurons per concept in the logit-lens table
+    # notebook 02's budget (concepts x 5 weightings x a path of n_strengths fits each): section 1 uses the
+    # first `probe_n_seeds` splits of each concept, the descriptive layer sweep the first `sweep_n_seeds`
+    probe_n_seeds: int = 2
+    sweep_n_seeds: int = 1
+    # notebook 02's detection verdict (claim "3-detection"): a gain in test AUROC at k = sweep_k neurons
+    # smaller than this is no help (fixed before the test concepts were scored)
+    detection_margin: float = 0.01
     # notebook 04
     k_remove: int = 50  # size of each removed set in "activation is not use"
     keep_ks: tuple[int, ...] = (10, 50)  # keep-top-k of the layer-scope comparison

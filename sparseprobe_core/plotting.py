@@ -69,6 +69,8 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "probeless": MethodStyle("probeless (Antverg & Belinkov)", _C["orange"], "--"),
     "l1_probe": MethodStyle("L1 probe, z-scored", _C["sky"], "-", 1.6),
     "dense_l2": MethodStyle("|w| of a dense L2 probe", _C["green"], "-", 1.6),
+    # not a ranking: the ceiling a sparse probe is compared with (notebook 02)
+    "dense_probe_all_neurons": MethodStyle("dense L2 probe, all neurons (ceiling)", _C["grey"], "--", 1.4),
     "elastic_net": MethodStyle("elastic-net probe (NeuroX rule)", _C["green"], "--"),
     "grad_x_act_probe": MethodStyle("gradient x activation (probe)", _C["purple"], "-", 1.6),
     "grad_x_act_model": MethodStyle("gradient x activation (model)", _C["purple"], ":"),
@@ -78,8 +80,6 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "neurox_linear_probe": MethodStyle("NeuroX linear probe", _C["green"], ":"),
     "tl_sparse_probe": MethodStyle("TransformerLens sparse probe", _C["vermillion"], ":"),
     "random": MethodStyle("random", _C["grey"], ":", 1.4),
-    # not a ranking: the ceiling a sparse probe is compared with (notebook 02)
-    "dense_probe_all_neurons": MethodStyle("dense L2 probe, all neurons (ceiling)", _C["grey"], "--", 1.4),
 }
 
 

@@ -5,6 +5,11 @@ which the runner echoes to the terminal as it grows: the terminal shows what is 
 it got, while the executed notebooks keep only results (no timings, no bars), so a rerun with the
 same numbers leaves them unchanged. Without that variable (an interactive session) messages print
 and bars show inline, as usual.
+
+The runner (``sparseprobe_core/__main__.py``, ``execute``) adds its own lines to the same file: the
+notebook that starts, the section that starts (the latest "## " or "### " heading above each code
+cell, so notebooks need no calls for it), and, after ``HEARTBEAT_S`` without a word, which notebook
+and section are still running and for how long; a notebook's silent stretches need no calls either.
 """
 
 from __future__ import annotations

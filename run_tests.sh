@@ -13,8 +13,9 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   [ "$(id -u)" = 0 ] || sudo=(sudo -n)
   echo "installing chromium and chromium-driver for the page test (apt-get, about a minute)..." >&2
   export DEBIAN_FRONTEND=noninteractive
+  # apt's own lines (one per package unpacked) show that it is working
   if ! { ${sudo[@]+"${sudo[@]}"} apt-get update -qq &&
-         ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; then
+         ${sudo[@]+"${sudo[@]}"} apt-get install -y -q --no-install-recommends chromium chromium-driver; }; then
     echo "warning: could not install chromium; the page test will fail: apt-get install chromium chromium-driver" >&2
   fi
 fi

@@ -307,6 +307,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from . import report
 
     start = time.perf_counter()
+    print(f"building the read-along page from {args.figures} and {args.notebooks} ...", file=sys.stderr)
     page = report.build(
         Path(args.figures), Path(args.notebooks), Path(args.out), Path(args.readme) if args.readme else None
     )

@@ -57,7 +57,7 @@ class Verdict:
 
     verdict: str
     headline: str
-    figure: dict | None  # the manifest's figure entry ({"file", "caption", ...}), if the verdict names one
+    figure: str | None  # the name of the saved figure that shows it, if the verdict names one the run saved
 
 
 @dataclass
@@ -99,7 +99,7 @@ def findings(manifest: dict) -> list[Finding]:
                 claim = part.split("-", 1)[0]
                 key = (part, record.get("layer"), notebook)
                 finding = by_key.setdefault(key, Finding(claim, part, record.get("layer"), notebook))
-                figure = run["figures"].get(record["figure"]) if record.get("figure") else None
+                figure = record.get("figure") if record.get("figure") in run["figures"] else None
                 finding.verdicts[model] = Verdict(record["verdict"], record["headline"], figure)
     return sorted(
         by_key.values(),
@@ -311,7 +311,7 @@ def page_context(manifest: dict) -> dict:
                 cells.append({"model": model, "verdict": None, "note": note})
                 continue
             if v.figure is not None:
-                figures = [figure_view(model, next(n for n, i in run["figures"].items() if i is v.figure), v.figure)]
+                figures = [figure_view(model, v.figure, run["figures"][v.figure])]
             else:  # the verdict names no figure: the figures of its notebook
                 figures = [figure_view(model, n, i) for n, i in run["figures"].items() if i["notebook"] == f.notebook]
             cells.append(
@@ -368,6 +368,8 @@ def build(figures_dir: Path, notebooks_dir: Path, out: Path, readme: Path | None
     from .manifest import MANIFEST
 
     manifest = json.loads((figures_dir / MANIFEST).read_text())
+    if "models" not in manifest:
+        raise ValueError(f"{figures_dir / MANIFEST} predates per-model runs (no 'models'); rerun ./run_all.sh")
     summary = summary_figure(manifest, figures_dir / SUMMARY_PNG)
     out = out.resolve()
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"

@@ -115,6 +115,7 @@ def test_no_saved_figure_draws_a_legend_over_data():
     """Every figure of the committed runs was checked when it was saved (plotting.save_figure)."""
     for path in (paths.FIGURES / "MANIFEST.json", paths.ROOT / "tests" / "nbval" / "MANIFEST.json"):
         data = json.loads(path.read_text())
+        assert "models" in data, f"{path} predates per-model runs: rerun ./run_all.sh"
         for model, run in data["models"].items():
             for name, info in run["figures"].items():
                 assert "legend_over_data" in info, f"{path}: {name} was saved before the check existed; rerun"

@@ -52,6 +52,9 @@ PROFILES: dict[str, dict] = {
         probe_sweep_points=5,
         scope_step=3,
         require_peers=True,
+        planted_ns=(200, 400, 1000, 2000),
+        planted_study_seeds=3,
+        selection_layer_fractions=(0.5,),
     ),
     "ci": dict(
         n_per_class=60,
@@ -64,6 +67,9 @@ PROFILES: dict[str, dict] = {
         probe_sweep_points=None,
         scope_step=1,
         require_peers=False,
+        planted_ns=(200, 1000),
+        planted_study_seeds=1,
+        selection_layer_fractions=(0.25, 0.5, 0.75),
     ),
 }
 CI_CONCEPTS = ("python_number", "python_string")
@@ -112,6 +118,14 @@ class RunConfig:
     # limitations (notebook 04): balanced test texts run downstream in "activation is not use"
     use_n_test: int
     require_peers: bool  # a peer (NeuroX, TransformerLens) that cannot run is an error, not a skip
+    # claim 2 against principled selection (selection.py): notebook 01's planted study sweeps the
+    # number of rows over `planted_ns` with `planted_study_seeds` seeds per (case, n); notebook 04
+    # compares the selectors on real layers at these fractions of depth. Paper: the study costs about
+    # 40 core-s per seed (n = 4000 alone would double it) and the real-layer selectors 3-10 core-s per
+    # concept and layer (knockoffs most), so the paper run keeps 4 n and the mid-depth layer only.
+    planted_ns: tuple[int, ...]
+    planted_study_seeds: int
+    selection_layer_fractions: tuple[float, ...]
     downstream: bool = True
     test_size: float = 0.3
     val_size: float = 0.2
@@ -133,6 +147,20 @@ class RunConfig:
     # notebook 01's planted layers (theory.planted_mlp) and the number of seeds they are drawn with
     planted: tuple[tuple[str, int], ...] = (("n", 1000), ("d_mlp", 512), ("d_model", 64), ("k_true", 32))
     planted_seeds: int = 5
+    # the selectors' error targets (selection.py): knockoffs and the BH variant of the noise rule at
+    # FDR `selection_fdr`; stability selection keeps frequency >= `stability_threshold` with its
+    # per-subsample size set so that E[false selections] <= `stability_ev`, over `stability_subsamples`
+    # half-samples (30: the planted study's count; frequencies in steps of 1/30)
+    selection_fdr: float = 0.1
+    stability_threshold: float = 0.75
+    stability_ev: float = 1.0
+    stability_subsamples: int = 30
+    # notebook 04, section 3: a selection "reaches the dense probe" when its held-out AUROC is at most
+    # `reach_tol` below it; the AUROC "at a selection's k" is that of `selection_probe` ("refit": the
+    # dense evaluator probe refitted on the selected neurons; "path": the sparse prober's path at k
+    # neurons), chosen on the development concepts (see notebook 04)
+    reach_tol: float = 0.02
+    selection_probe: str = "refit"
     rankers: RankerSettings = field(default_factory=RankerSettings)
 
     def record(self) -> dict:
@@ -149,6 +177,13 @@ class RunConfig:
         if self.layer_fractions:
             return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in self.layer_fractions})
         return list(range(n_layers))
+
+    def selection_layers(self, n_layers: int) -> list[int]:
+        """Notebook 04's real-layer selection comparison: `selection_layer_fractions` of depth (explicit
+        layers are used as given)."""
+        if self.layers:
+            return list(self.layers)
+        return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in self.selection_layer_fractions})
 
     def rank_layer(self, n_layers: int) -> int:
         """The single layer where rankings are compared (the first explicit layer, else mid-depth)."""

@@ -161,6 +161,11 @@ class RunConfig:
     # neurons), chosen on the development concepts (see notebook 04)
     reach_tol: float = 0.02
     selection_probe: str = "refit"
+    # verdict rule of claim 2 on planted layers (notebook 01): a selector "controls errors" when its mean
+    # FDR among no-signal neurons is at most selection_fdr + verdict_fdr_slack (Monte-Carlo slack of a few
+    # seeds); the rule is "as good" when its power is within verdict_power_tol of the best such selector
+    verdict_fdr_slack: float = 0.05
+    verdict_power_tol: float = 0.05
     rankers: RankerSettings = field(default_factory=RankerSettings)
 
     def record(self) -> dict:

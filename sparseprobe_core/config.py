@@ -52,7 +52,7 @@ PROFILES: dict[str, dict] = {
         probe_sweep_points=5,
         scope_step=3,
         require_peers=True,
-        planted_ns=(200, 400, 1000, 2000),
+        planted_ns=(200, 400, 1000),
         planted_study_seeds=3,
         selection_layer_fractions=(0.5,),
     ),
@@ -121,8 +121,9 @@ class RunConfig:
     # claim 2 against principled selection (selection.py): notebook 01's planted study sweeps the
     # number of rows over `planted_ns` with `planted_study_seeds` seeds per (case, n); notebook 04
     # compares the selectors on real layers at these fractions of depth. Paper: the study costs about
-    # 40 core-s per seed (n = 4000 alone would double it) and the real-layer selectors 3-10 core-s per
-    # concept and layer (knockoffs most), so the paper run keeps 4 n and the mid-depth layer only.
+    # 11 core-s per seed at n <= 1000 (n = 2000 adds 9.5, n = 4000 another 21), and the real-layer
+    # selectors 5-10 core-s per concept and layer (knockoffs most), so the paper run keeps n <= 1000
+    # and the mid-depth layer only.
     planted_ns: tuple[int, ...]
     planted_study_seeds: int
     selection_layer_fractions: tuple[float, ...]
@@ -147,6 +148,10 @@ class RunConfig:
     # notebook 01's planted layers (theory.planted_mlp) and the number of seeds they are drawn with
     planted: tuple[tuple[str, int], ...] = (("n", 1000), ("d_mlp", 512), ("d_model", 64), ("k_true", 32))
     planted_seeds: int = 5
+    # notebook 01's sweep over every layer (identity, dense-probe AUROC) and its free-probe projections
+    # use the first `sweep_splits` of the n_seeds splits: 20 concepts x every layer is 600 units on
+    # SmolLM2, and one split keeps notebook 01 within its budget (~1.5 min per model, warm)
+    sweep_splits: int = 1
     # the selectors' error targets (selection.py): knockoffs and the BH variant of the noise rule at
     # FDR `selection_fdr`; stability selection keeps frequency >= `stability_threshold` with its
     # per-subsample size set so that E[false selections] <= `stability_ev`, over `stability_subsamples`

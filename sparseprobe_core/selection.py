@@ -320,10 +320,12 @@ def knockoff_filter(
     distribution of X): offset 1 (knockoff+) FDR <= fdr; offset 0 modified FDR <= fdr.
 
     ``method``: "equicorrelated" (default: closed form, S = min(1, 2 lambda_min) I on the correlation
-    scale) or knockpy's "mvr", "maxent", "sdp". Measured with 400 rows, one thread
-    (benchmarks/bench_selection.py): at d = 1536 / 2048 the S-matrix takes 2 / 3 s (equicorrelated),
-    65 / 97 s (mvr), 60 / 97 s (maxent), 238 / 291 s (sdp); above 1000 neurons knockpy solves mvr,
-    maxent and sdp on a block-diagonal approximation and then shrinks S until it is valid, which left
+    scale; ``_equicorrelated_S``, knockpy's S without its Cholesky checks: 0.03 / 0.06 s) or knockpy's
+    "mvr", "maxent", "sdp". Measured with 400 rows, one thread (benchmarks/bench_selection.py): at
+    d = 1536 / 2048 knockpy's S-matrix takes 2 / 3 s (equicorrelated), 65 / 97 s (mvr), 60 / 97 s
+    (maxent), 238 / 291 s (sdp); the whole filter with equicorrelated S 1.9 / 3.7 CPU s. Above 1000
+    neurons knockpy solves mvr, maxent and sdp on a block-diagonal approximation and then shrinks S
+    until it is valid, which left
     mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated (smaller S = knockoffs closer to
     the originals = less power). On the 512-neuron planted layer mvr and equicorrelated selected
     equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well conditioned, the case in

@@ -325,14 +325,13 @@ def knockoff_filter(
     d = 1536 / 2048 knockpy's S-matrix takes 2 / 3 s (equicorrelated), 65 / 97 s (mvr), 60 / 97 s
     (maxent), 238 / 291 s (sdp); the whole filter with equicorrelated S 1.9 / 3.7 CPU s. Above 1000
     neurons knockpy solves mvr, maxent and sdp on a block-diagonal approximation and then shrinks S
-    until it is valid, which left
-    mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated (smaller S = knockoffs closer to
-    the originals = less power). On the 512-neuron planted layer mvr and equicorrelated selected
-    equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well conditioned, the case in
-    which equicorrelated knockoffs lose little. ``cv`` = 3 folds and every other value of the
-    default C grid (7 values): CV here only places C for the statistic, it does not decide the
-    selection, and on the planted layer 3 vs 5 folds and 7 vs 15 values gave the same selections at
-    less than half the cost. ``info``: W, threshold, the selection at the other offset
+    until it is valid, which left mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated
+    (smaller S = knockoffs closer to the originals = less power). On the 512-neuron planted layer mvr
+    and equicorrelated selected equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well
+    conditioned, the case in which equicorrelated knockoffs lose little. ``cv`` = 3 folds and every
+    other value of the default C grid (7 values): CV here only places C for the statistic, it does
+    not decide the selection, and on the planted layer 3 vs 5 folds and 7 vs 15 values gave the same
+    selections at less than half the cost. ``info``: W, threshold, the selection at the other offset
     (``selected_other_offset``), ``min_nonempty_k`` (the fewest neurons this offset can select
     when it selects any: ceil(1/fdr) for knockoff+), the CV-chosen C and mean diag(S).
     """

@@ -80,6 +80,14 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "neurox_linear_probe": MethodStyle("NeuroX linear probe", _C["green"], ":"),
     "tl_sparse_probe": MethodStyle("TransformerLens sparse probe", _C["vermillion"], ":"),
     "random": MethodStyle("random", _C["grey"], ":", 1.4),
+    # neuron selectors (selection.py): the paper's noise rule thick and black; every look stays unique
+    "noise_rule": MethodStyle("noise rule, t >= sqrt(2 ln d) (the paper's)", _C["black"], "-.", 2.6),
+    "noise_rule_bh": MethodStyle("noise rule, BH threshold (variant)", _C["black"], ":", 1.8),
+    "knockoff+": MethodStyle("knockoff+ (FDR <= q)", _C["sky"], "--", 1.6),
+    "knockoff": MethodStyle("knockoff (modified FDR <= q)", _C["sky"], ":", 1.6),
+    "stability": MethodStyle("stability selection (E[V] <= 1)", _C["green"], "-.", 1.6),
+    "cv_1se": MethodStyle("CV 1-SE (no error control)", _C["vermillion"], "--", 1.6),
+    "cv_best": MethodStyle("CV best (no error control)", _C["vermillion"], "-."),
 }
 
 

@@ -578,7 +578,15 @@ class KChoice:
 
 
 def choose_k(
-    path: PathResult, A_val, y_val, *, reference_step: int = -1, tau: float | None = None, ridge: float = 1e-6
+    path: PathResult,
+    A_val,
+    y_val,
+    *,
+    reference_step: int = -1,
+    tau: float | None = None,
+    ridge: float = 1e-6,
+    threshold: str = "universal",
+    fdr: float = 0.1,
 ) -> KChoice:
     """K = number of non-noise neurons of a path's fit, by the noise-neuron rule on held-out rows.
 
@@ -587,7 +595,8 @@ def choose_k(
     noise neurons), evaluated on (A_val, y_val) — rows the probe was NOT fitted on, as the theory
     module requires (on the fitting rows every coefficient has absorbed chance correlations).
     Neuron i is noise iff removing it raises the Fisher ratio of the score or its Welch t is below
-    tau (default sqrt(2 ln d_mlp)); unselected neurons contribute exactly 0 and are always noise,
+    tau (default sqrt(2 ln d_mlp); ``threshold="bh"``: the named variant, Benjamini-Hochberg at level
+    ``fdr`` on the t's p-values); unselected neurons contribute exactly 0 and are always noise,
     so ``k <= n_selected[reference_step]``. ``step`` is the first path point with at least k
     neurons, the sparse probe the rule picks (0, the empty model, when k = 0). y_val must use the
     labels the path was fitted with (its larger label is the positive class).
@@ -607,7 +616,7 @@ def choose_k(
     if not -n <= reference_step < n:
         raise ValueError(f"reference_step={reference_step} but the path has {n} strengths")
     ref = reference_step % n
-    result = select_by_noise_removal(A_val * path.coefs[ref], y01, tau=tau, ridge=ridge)
+    result = select_by_noise_removal(A_val * path.coefs[ref], y01, tau=tau, ridge=ridge, threshold=threshold, fdr=fdr)
     reached = np.flatnonzero(path.n_selected >= result.k)
     step = int(reached[0]) if reached.size else -1
     return KChoice(result.k, step, result.kept, ref, result)

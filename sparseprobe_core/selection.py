@@ -87,11 +87,13 @@ from . import concepts, parallel, theory
 
 __all__ = [
     "KNOCKPY_INSTALL",
+    "LAYER_METHODS",
     "STUDY_METHODS",
     "Selection",
     "cv_one_se",
     "knockoff_filter",
     "knockoff_threshold",
+    "layer_selections",
     "noise_rule",
     "planted_study",
     "planted_unit",
@@ -261,9 +263,29 @@ def knockoff_threshold(W: np.ndarray, *, fdr: float = 0.1, offset: int = 1) -> f
 def _import_knockpy():
     try:
         import knockpy.knockoffs
+        import knockpy.utilities
     except ImportError as err:
         raise ImportError(f"knockoff_filter needs knockpy, which is not installed; run: {KNOCKPY_INSTALL}") from err
     return knockpy
+
+
+def _equicorrelated_S(Sigma: np.ndarray, knockpy, tol: float = 1e-5, num_iter: int = 10) -> np.ndarray:
+    """Knockpy's equicorrelated S-matrix, S = gamma s I with s = min(1, 2 lambda_min(Sigma)), computed as
+    knockpy does but without its d x d Cholesky checks.
+
+    Knockpy (``mac.solve_equicorrelated``) binary-searches the largest gamma in (0, 1) such that
+    2 Sigma - gamma S - tol I is positive definite, with one Cholesky factorisation per step (10 steps:
+    1.8 s at d = 2048, one thread). For S proportional to I that matrix's smallest eigenvalue is
+    2 lambda_min - gamma s, so the same search runs on that scalar; lambda_min comes from knockpy's
+    own ``utilities.calc_mineig``. ``tests/test_selection.py`` checks the result equals knockpy's.
+    """
+    lam = float(knockpy.utilities.calc_mineig(Sigma))
+    s = min(2 * lam, 1.0)
+    lower, upper = 0.0, 1.0
+    for _ in range(num_iter):
+        gamma = (lower + upper) / 2
+        lower, upper = (gamma, upper) if 2 * lam - gamma * s >= tol else (lower, gamma)
+    return lower * s * np.eye(Sigma.shape[0])
 
 
 @contextlib.contextmanager
@@ -298,17 +320,18 @@ def knockoff_filter(
     distribution of X): offset 1 (knockoff+) FDR <= fdr; offset 0 modified FDR <= fdr.
 
     ``method``: "equicorrelated" (default: closed form, S = min(1, 2 lambda_min) I on the correlation
-    scale) or knockpy's "mvr", "maxent", "sdp". Measured with 400 rows, one thread
-    (benchmarks/bench_selection.py): at d = 1536 / 2048 the S-matrix takes 2 / 3 s (equicorrelated),
-    65 / 97 s (mvr), 60 / 97 s (maxent), 238 / 291 s (sdp); above 1000 neurons knockpy solves mvr,
-    maxent and sdp on a block-diagonal approximation and then shrinks S until it is valid, which left
-    mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated (smaller S = knockoffs closer to
-    the originals = less power). On the 512-neuron planted layer mvr and equicorrelated selected
-    equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well conditioned, the case in
-    which equicorrelated knockoffs lose little. ``cv`` = 3 folds and every other value of the
-    default C grid (7 values): CV here only places C for the statistic, it does not decide the
-    selection, and on the planted layer 3 vs 5 folds and 7 vs 15 values gave the same selections at
-    less than half the cost. ``info``: W, threshold, the selection at the other offset
+    scale; ``_equicorrelated_S``, knockpy's S without its Cholesky checks: 0.03 / 0.06 s) or knockpy's
+    "mvr", "maxent", "sdp". Measured with 400 rows, one thread (benchmarks/bench_selection.py): at
+    d = 1536 / 2048 knockpy's S-matrix takes 2 / 3 s (equicorrelated), 65 / 97 s (mvr), 60 / 97 s
+    (maxent), 238 / 291 s (sdp); the whole filter with equicorrelated S 1.9 / 3.7 CPU s. Above 1000
+    neurons knockpy solves mvr, maxent and sdp on a block-diagonal approximation and then shrinks S
+    until it is valid, which left mean diag(S) at 0.14-0.33 against 0.47-0.53 for equicorrelated
+    (smaller S = knockoffs closer to the originals = less power). On the 512-neuron planted layer mvr
+    and equicorrelated selected equally well. Ledoit-Wolf shrinkage keeps the correlation matrix well
+    conditioned, the case in which equicorrelated knockoffs lose little. ``cv`` = 3 folds and every
+    other value of the default C grid (7 values): CV here only places C for the statistic, it does
+    not decide the selection, and on the planted layer 3 vs 5 folds and 7 vs 15 values gave the same
+    selections at less than half the cost. ``info``: W, threshold, the selection at the other offset
     (``selected_other_offset``), ``min_nonempty_k`` (the fewest neurons this offset can select
     when it selects any: ceil(1/fdr) for knockoff+), the CV-chosen C and mean diag(S).
     """
@@ -329,11 +352,14 @@ def knockoff_filter(
     # 2-core machine OpenBLAS threads made each ~100x slower (0.25 s for 256 x 256, measured). knockpy
     # prints progress for large d (block-diagonal approximation); keep the caller's stdout clean.
     with threadpool_limits(limits=1, user_api="blas"):
-        lw = LedoitWolf().fit(X)
+        # Shrinkage makes Sigma positive definite, so one LU inverse is exact; LedoitWolf's own
+        # precision_ (pinvh: a full eigendecomposition) took 3.2 of 9 s at d = 2048 (measured).
+        Sigma = LedoitWolf(store_precision=False).fit(X).covariance_
+        S = _equicorrelated_S(Sigma, knockpy) if method == "equicorrelated" else None
         with _numpy_global_seed(seed), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             sampler = knockpy.knockoffs.GaussianSampler(
-                X=X, mu=np.zeros(d), Sigma=lw.covariance_, invSigma=lw.precision_, method=method
+                X=X, mu=np.zeros(d), Sigma=Sigma, invSigma=np.linalg.inv(Sigma), S=S, method=method
             )
             Xk = sampler.sample_knockoffs()
     perm = rng.permutation(2 * d)
@@ -492,6 +518,60 @@ def cv_one_se(
 
 
 # ---------------------------------------------------------------------------------------------
+# every selector on one real layer
+# ---------------------------------------------------------------------------------------------
+
+LAYER_METHODS = ("noise_rule", "noise_rule_bh", "knockoff+", "knockoff", "stability", "cv_1se")
+
+
+def layer_selections(
+    A: np.ndarray,
+    M: np.ndarray,
+    W_out: np.ndarray,
+    y: np.ndarray,
+    fit: np.ndarray,
+    held_out: np.ndarray,
+    *,
+    fdr: float = 0.1,
+    stability_threshold: float = 0.75,
+    ev: float = 1.0,
+    n_subsamples: int = 30,
+    seed: int = 0,
+) -> list[Selection]:
+    """Every method of LAYER_METHODS on one layer of a model, from the same rows ``fit`` + ``held_out``.
+
+    As in ``planted_unit``: the noise rules fit the output probe w on M[fit] (``theory.fit_output_probe``)
+    and judge the contributions a_i (W_out w)_i on the ``held_out`` rows; the comparators select on the
+    activations of both parts together. Each selection's ``info["time_s"]`` is its wall time (knockoff
+    and knockoff+ share one knockoff draw and one time).
+    """
+    rows = np.concatenate([fit, held_out])
+    out = []
+    start = time.perf_counter()
+    w, _ = theory.fit_output_probe(M[fit], y[fit], seed=seed)
+    C_val = theory.neuron_contributions(A[held_out], theory.effective_neuron_weights(W_out, w))
+    probe_s = time.perf_counter() - start
+    for threshold in ("universal", "bh"):
+        start = time.perf_counter()
+        sel = noise_rule(C_val, y[held_out], threshold=threshold, fdr=fdr)
+        sel.info["time_s"] = probe_s + time.perf_counter() - start
+        out.append(sel)
+    start = time.perf_counter()
+    ko = knockoff_filter(A[rows], y[rows], fdr=fdr, offset=1, random_state=seed)
+    ko.info["time_s"] = time.perf_counter() - start
+    out += [ko, _selection("knockoff", ko.info["selected_other_offset"], time_s=ko.info["time_s"])]
+    start = time.perf_counter()
+    stab = stability_selection(
+        A[rows], y[rows], threshold=stability_threshold, ev=ev, n_subsamples=n_subsamples, random_state=seed
+    )
+    stab.info["time_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    cvs = cv_one_se(A[rows], y[rows], random_state=seed)
+    cvs.info["time_s"] = time.perf_counter() - start
+    return [*out, stab, cvs]
+
+
+# ---------------------------------------------------------------------------------------------
 # scoring against planted truth, and the planted study
 # ---------------------------------------------------------------------------------------------
 
@@ -526,6 +606,8 @@ def planted_unit(
     *,
     fdr: float = 0.1,
     n_subsamples: int = 30,
+    stability_threshold: float = 0.75,
+    ev: float = 1.0,
     d_mlp: int = PLANTED["d_mlp"],
     d_model: int = PLANTED["d_model"],
     k_true: int = PLANTED["k_true"],
@@ -583,7 +665,10 @@ def planted_unit(
     add(_selection("knockoff", ko.info["selected_other_offset"]), n, elapsed)
 
     start = time.perf_counter()
-    add(stability_selection(P.A, P.y, n_subsamples=n_subsamples, random_state=seed), n, time.perf_counter() - start)
+    stab = stability_selection(
+        P.A, P.y, threshold=stability_threshold, ev=ev, n_subsamples=n_subsamples, random_state=seed
+    )
+    add(stab, n, time.perf_counter() - start)
 
     start = time.perf_counter()
     cvs = cv_one_se(P.A, P.y, random_state=seed)
@@ -600,10 +685,20 @@ def planted_study(
     cases: Sequence[str] = ("easy", "hard"),
     fdr: float = 0.1,
     n_subsamples: int = 30,
+    stability_threshold: float = 0.75,
+    ev: float = 1.0,
+    desc: str = "",
 ) -> pd.DataFrame:
-    """``planted_unit`` for every (case, n, seed), on ``parallel.n_workers()`` processes; one row per method."""
+    """``planted_unit`` for every (case, n, seed), on ``parallel.n_workers()`` processes; one row per method.
+
+    Rows come in (case, n, seed) order; the units are dealt largest n first, so that the slowest
+    ones do not start last."""
     units = [(case, int(n), int(seed)) for case in cases for n in ns for seed in seeds]
     if not units:
         raise ValueError("the study is empty; pass at least one case, one n and one seed")
-    fn = functools.partial(planted_unit, fdr=fdr, n_subsamples=n_subsamples)
-    return pd.DataFrame([row for rows in parallel.map_units(fn, units) for row in rows])
+    fn = functools.partial(
+        planted_unit, fdr=fdr, n_subsamples=n_subsamples, stability_threshold=stability_threshold, ev=ev
+    )
+    dealt = sorted(range(len(units)), key=lambda i: -units[i][1])  # stable: ties keep their order
+    results = dict(zip(dealt, parallel.map_units(fn, [units[i] for i in dealt], desc=desc)))
+    return pd.DataFrame([row for i in range(len(units)) for row in results[i]])

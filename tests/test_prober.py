@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sparseprobe_core.prober import PathResult, SparseProber, choose_k, prober_path
+from sparseprobe_core.theory import select_by_noise_removal
 
 K_TRUE = 10
 
@@ -238,6 +239,10 @@ def test_choose_k_follows_the_noise_neuron_rule(path, data):
     assert set(choice.kept) <= set(path.selected[-1])  # unselected neurons contribute 0 = noise
     assert path.n_selected[choice.step] >= choice.k > path.n_selected[choice.step - 1]
     np.testing.assert_array_equal(choice.noise.kept, choice.kept)
+    bh = choose_k(path, A_val, y_val, threshold="bh", fdr=0.1)  # the named variant, passed through
+    ref = select_by_noise_removal(A_val * path.coefs[-1], y_val, threshold="bh", fdr=0.1)
+    np.testing.assert_array_equal(bh.kept, ref.kept)
+    assert bh.noise.tau == ref.tau < choice.noise.tau
     with pytest.raises(ValueError, match="same layer"):
         choose_k(path, A_val[:, :-1], y_val)
     with pytest.raises(ValueError, match="one class"):

@@ -166,6 +166,35 @@ def test_knockoff_filter_agrees_with_knockpy_own_pipeline():
 
 
 @needs_knockpy
+def test_equicorrelated_S_is_knockpy_s_without_its_cholesky_checks():
+    import knockpy.smatrix
+    from sklearn.covariance import LedoitWolf
+
+    for n in (100, 600):  # d > n (strong shrinkage) and d < n
+        Sigma = LedoitWolf().fit(S._standardize(_planted(n=n).A)).covariance_
+        ours = S._equicorrelated_S(Sigma, S._import_knockpy())
+        np.testing.assert_allclose(ours, knockpy.smatrix.compute_smatrix(Sigma, method="equicorrelated"), atol=1e-12)
+        assert np.linalg.eigvalsh(2 * Sigma - ours).min() > 0  # a valid S-matrix
+
+
+@needs_knockpy
+def test_layer_selections_run_every_method_on_the_same_rows():
+    P = _planted(n=300)
+    fit, held_out = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    sels = S.layer_selections(P.A, P.M, P.W_out, P.y, fit, held_out, n_subsamples=4, seed=0)
+    assert [s.method for s in sels] == list(S.LAYER_METHODS)
+    for sel in sels:
+        _assert_valid(sel, 256)
+        assert sel.info["time_s"] >= 0
+    C_val = T.neuron_contributions(
+        P.A[held_out], T.effective_neuron_weights(P.W_out, T.fit_output_probe(P.M[fit], P.y[fit], seed=0)[0])
+    )
+    np.testing.assert_array_equal(sels[0].selected, S.noise_rule(C_val, P.y[held_out]).selected)
+    rows = np.concatenate([fit, held_out])
+    np.testing.assert_array_equal(sels[-1].selected, S.cv_one_se(P.A[rows], P.y[rows], random_state=0).selected)
+
+
+@needs_knockpy
 def test_knockoff_filter_is_reproducible_and_leaves_numpy_global_state_alone():
     P = _planted()
     np.random.seed(123)

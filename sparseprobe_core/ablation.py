@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import stats
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -138,16 +139,50 @@ class LayerData:
         )
 
 
-class OutputEvaluator:
-    """(i) AUROC of a fixed output-space probe, fitted on the clean fit split, on ablated MLP outputs."""
+def cv_probe(Cs, seed: int = 0, folds: int = 5):
+    """``dense_probe`` with its C chosen by stratified `folds`-fold cross-validation (log-loss) over `Cs`
+    (``LogisticRegressionCV``): a judge whose regularisation fits the number of rows it is given."""
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    lr = LogisticRegressionCV(
+        Cs=list(Cs),
+        l1_ratios=(0.0,),
+        cv=cv,
+        scoring="neg_log_loss",
+        solver="liblinear",  # as dense_probe; 2-4x faster than lbfgs on 240 x 576 (measured)
+        dual=True,
+        max_iter=5000,
+        random_state=seed,
+        use_legacy_attributes=False,
+    )
+    return make_pipeline(StandardScaler(), lr)
 
-    def __init__(self, data: LayerData, seed: int = 0):
+
+class OutputEvaluator:
+    """(i) AUROC of a fixed output-space probe (the judge), fitted on the clean fit split, on ablated MLP
+    outputs. `Cs`: None, the judge is ``dense_probe`` (C = 1); else ``cv_probe(Cs)`` chooses its C."""
+
+    def __init__(self, data: LayerData, seed: int = 0, Cs=None, folds: int = 5):
         self.data = data
-        self.probe = dense_probe(seed).fit(data.A_fit @ data.W_out + data.b_out, data.y_fit)
+        judge = dense_probe(seed) if Cs is None else cv_probe(Cs, seed, folds)
+        self.probe = judge.fit(data.A_fit @ data.W_out + data.b_out, data.y_fit)
         w, c = _linear_form(self.probe)
         self.beta = data.W_out @ w  # the probe as a neuron probe (reduction): s = a . beta + b_out . w + c
         self.const = float(data.b_out @ w + c)
         self.A_test = np.asarray(data.A_test, dtype=np.float64)
+        y = np.asarray(data.y_train)
+        self.delta_a = data.A_train[y == 1].mean(axis=0) - data.A_train[y == 0].mean(axis=0)  # train class shift
+
+    @property
+    def clean_auroc(self) -> float:
+        """The judge's own held-out AUROC: test AUROC on the clean (unablated) MLP outputs."""
+        return float(roc_auc_score(self.data.y_test, self.A_test @ self.beta + self.const))
+
+    def sign_agreement(self, order: np.ndarray, k: int) -> float:
+        """Share of the top-k neurons of `order` that the judge reads in the direction they move with the
+        concept: beta_i * delta_a_i > 0, beta = W_out w_judge, delta_a_i = E[a_i | 1] - E[a_i | 0] on train.
+        A kept neuron read the other way pushes the ablated score against the classes (AUROC < 0.5)."""
+        top = np.asarray(order)[:k]
+        return float(np.mean(self.beta[top] * self.delta_a[top] > 0))
 
     def scores(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """Probe scores of the ablated test MLP outputs; kept part + one shared constant."""

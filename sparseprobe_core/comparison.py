@@ -48,7 +48,7 @@ class Comparison:
     p: float  # two-sided Wilcoxon signed-rank p-value across concepts
     p_holm: float  # Holm-adjusted over the family
     mde: float  # smallest true mean difference detectable with 80 % power at the family's first Holm level
-    verdict: str  # "better", "worse" (p_holm < alpha) or "no detectable difference"
+    verdict: str  # "better", "worse" (p_holm < alpha, the side of the signed ranks) or "no detectable difference"
 
 
 def concept_differences(areas: pd.DataFrame, method: str, baseline: str, mode: str) -> pd.Series:
@@ -73,6 +73,18 @@ def wilcoxon_p(d: np.ndarray) -> float:
     if len(d) < 2 or not np.any(d != 0):
         return 1.0
     return float(wilcoxon(d).pvalue)
+
+
+def signed_rank_direction(d: np.ndarray) -> int:
+    """+1 / -1 / 0: the side the signed-rank test leans to, sign(R+ - R-), the sums of the ranks of |d_c|
+    (zeros dropped, ties averaged) over positive and negative d_c. The test's direction, which the
+    mean of d_c need not share: one large positive d_c can outweigh many small negative ones."""
+    from scipy.stats import rankdata
+
+    d = np.asarray(d, dtype=float)
+    d = d[d != 0]
+    ranks = rankdata(np.abs(d))
+    return int(np.sign(ranks[d > 0].sum() - ranks[d < 0].sum()))
 
 
 def bootstrap_ci(d: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -129,7 +141,8 @@ def compare(
     for r, p_i, ph in zip(rows, p, p_holm):
         d = r.pop("d")
         low, high = bootstrap_ci(d, seed=seed)
-        verdict = "no detectable difference" if ph >= alpha else ("better" if d.mean() > 0 else "worse")
+        # the direction of a significant result is the test's own, not the sign of the mean
+        verdict = "no detectable difference" if ph >= alpha else ("better" if signed_rank_direction(d) > 0 else "worse")
         sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
         out.append(
             Comparison(

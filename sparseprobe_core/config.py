@@ -30,12 +30,19 @@ class RankerSettings:
     module-level setting, so a worker process ranks with exactly the values of the notebook's config.
     """
 
-    dense_l2_C: float = 1.0  # |w| of the dense L2 probe, and the output-probe direction of grad x act
+    dense_l2_C: float = 1.0  # |w| of the dense L2 probe; C of the "l2_probe" concept direction
     l1_probe_C: float = 0.1  # L1 probe on standardised activations
     elastic_net_C: float = 0.1
     elastic_net_l1_ratio: float = 0.5
-    prober_C: float = 1.0  # the sparse prober's single fit (when prober_k is None)
-    prober_k: int | None = None  # or a target number of neurons (C found by bisection)
+    elastic_net_tol: float = 1e-3  # saga's stopping tolerance
+    # the output-space concept direction d of grad_x_act_probe and the contribution-weighted probers
+    # (theory.concept_direction)
+    direction_estimator: str = "l2_probe"
+    # the C grid of the probers' L1 path (the paper's ranking is the order of entry along it):
+    # path_n_strengths values of C, log-spaced from l1_min_c to path_c_max_ratio times it
+    path_n_strengths: int = 20
+    path_c_max_ratio: float = 100.0
+    coefw_k: int = 10  # neurons of the one fit behind sparse_prober_contribution_coefw
 
 
 # `paper` is the full run behind the committed figures; `ci` is the same code on less data, small
@@ -46,6 +53,7 @@ PROFILES: dict[str, dict] = {
         n_seeds=3,
         layer_fractions=None,
         k_grid=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+        k_grid_retrained=(1, 2, 5, 10, 20, 50),
         downstream_k=(10, 100),
         downstream_n_test=32,
         use_n_test=64,
@@ -61,6 +69,7 @@ PROFILES: dict[str, dict] = {
         n_seeds=2,
         layer_fractions=(0.25, 0.5, 0.75),
         k_grid=(1, 5, 20, 100, 500),
+        k_grid_retrained=(1, 5, 20),
         downstream_k=(5, 100),
         downstream_n_test=24,
         use_n_test=24,
@@ -111,8 +120,9 @@ class RunConfig:
     layer_fractions: tuple[float, ...] | None
     probe_sweep_points: int | None
     scope_step: int
-    # ranking comparison (notebook 03): k grid of (i) and (iii); (ii) downstream on fewer k and texts
+    # ranking comparison (notebook 03): k grids of (i) and (iii); (ii) downstream on fewer k and texts
     k_grid: tuple[int, ...]
+    k_grid_retrained: tuple[int, ...]
     downstream_k: tuple[int, ...]
     downstream_n_test: int
     # limitations (notebook 04): balanced test texts run downstream in "activation is not use"
@@ -146,6 +156,20 @@ class RunConfig:
     # notebook 02's detection verdict (claim "3-detection"): a gain in test AUROC at k = sweep_k neurons
     # smaller than this is no help (fixed before the test concepts were scored)
     detection_margin: float = 0.01
+    # notebook 03, the verdict on claims 3 and 4. Every value below was chosen on the development
+    # concepts only, before any test concept was scored (the notebook's "Development concepts" section
+    # prints the evidence and whether it still supports each value); see VERDICT_CHOICES.
+    verdict_layer_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # early, middle, late (explicit layers win)
+    dev_layer_fractions: tuple[float, ...] = (0.5,)  # where the dev evidence is recomputed (the budget's share)
+    verdict_n_seeds: int = 2  # splits per concept; the concept, not the split, is the unit
+    ablation_fit_size: float = 0.3  # the evaluators' fit split (judge of (i), probes of (iii))
+    ablation_test_size: float = 0.3  # where every AUROC is measured; train = the rest (rankers, fills)
+    judge_Cs: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 1, 11))  # the judge's C grid (CV)
+    judge_folds: int = 5
+    # (evaluation, mode) pairs that separate rankings on dev; the causal arm adds its own
+    informative: tuple[tuple[str, str], ...] = (("(i)", "keep"), ("(i)", "remove"), ("(iii)", "keep"))
+    # existing baselines that are strong on dev (claim 4 "holds" only if the paper's method beats each)
+    strong_baselines: tuple[str, ...] = ("f_stat", "mean_diff", "l1_probe")
     # notebook 04
     k_remove: int = 50  # size of each removed set in "activation is not use"
     keep_ks: tuple[int, ...] = (10, 50)  # keep-top-k of the layer-scope comparison
@@ -195,7 +219,7 @@ class RunConfig:
         if self.layers:
             return list(self.layers)
         if self.layer_fractions:
-            return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in self.layer_fractions})
+            return self._fractions(self.layer_fractions, n_layers)
         return list(range(n_layers))
 
     def selection_layers(self, n_layers: int) -> list[int]:
@@ -203,7 +227,7 @@ class RunConfig:
         layers are used as given)."""
         if self.layers:
             return list(self.layers)
-        return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in self.selection_layer_fractions})
+        return self._fractions(self.selection_layer_fractions, n_layers)
 
     def rank_layer(self, n_layers: int) -> int:
         """The single layer where rankings are compared (the first explicit layer, else mid-depth)."""
@@ -231,6 +255,26 @@ class RunConfig:
     def split(self, y: np.ndarray, s: int = 0) -> Split:
         """Split number `s` of a concept: stratified train / val / test, seeded by ``seed + s``."""
         return make_split(y, seed=self.seed + s, test_size=self.test_size, val_size=self.val_size)
+
+    def ablation_splits(self, y: np.ndarray) -> list[Split]:
+        """Notebook 03's `verdict_n_seeds` splits of a concept: train / fit (in Split.val) / test with the
+        fractions chosen on dev, seeded by ``seed + s``."""
+        return [
+            make_split(y, seed=self.seed + s, test_size=self.ablation_test_size, val_size=self.ablation_fit_size)
+            for s in range(self.verdict_n_seeds)
+        ]
+
+    def verdict_layers(self, n_layers: int) -> list[int]:
+        """Notebook 03's layers: explicit ones, else `verdict_layer_fractions` of depth."""
+        return list(self.layers) if self.layers else self._fractions(self.verdict_layer_fractions, n_layers)
+
+    def dev_layers(self, n_layers: int) -> list[int]:
+        """Where notebook 03 recomputes its development evidence: `dev_layer_fractions` of depth."""
+        return self._fractions(self.dev_layer_fractions, n_layers)
+
+    @staticmethod
+    def _fractions(fractions: tuple[float, ...], n_layers: int) -> list[int]:
+        return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in fractions})
 
     def splits(self, y: np.ndarray) -> list[Split]:
         """The profile's `n_seeds` splits of a concept (the independent re-splits of its rows)."""

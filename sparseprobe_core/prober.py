@@ -330,9 +330,11 @@ class SparseProber(ClassifierMixin, BaseEstimator):
     n_iter_ : liblinear iterations of the final fit.
     n_selected_ : number of neurons with non-zero coefficient.
     ranking_ : permutation of range(d_mlp), best first: the selected neurons by
-        |coef_weighted_| descending, then the unselected ones by their KKT score
-        |X_i . (y - p)| at the fit descending (the neuron that would enter next as C grows
-        comes first; zero-weight neurons score 0 and come last); ties by neuron index.
+        |coefficient x weight| = |coef_weighted_ * feature_weights_| descending (the paper's
+        second named ranking; with k given, "|coefficient x weight| at a k-targeted fit"), then the
+        unselected ones by their KKT score |X_i . (y - p)| at the fit descending (the neuron that
+        would enter next as C grows comes first; zero-weight neurons score 0 and come last); ties
+        by neuron index. ``path_ranking`` gives the paper's other ranking, the order of entry.
     """
 
     def __init__(
@@ -397,7 +399,7 @@ class SparseProber(ClassifierMixin, BaseEstimator):
         self.scale_ = design.scale
         self.n_selected_ = int(np.count_nonzero(theta))
         selected = theta != 0
-        secondary = np.where(selected, np.abs(theta), _kkt_scores(design.X, y01, theta, b0))
+        secondary = np.where(selected, np.abs(theta * design.weights), _kkt_scores(design.X, y01, theta, b0))
         self.ranking_ = _ranking((~selected).astype(np.int64), secondary)
         return self
 
@@ -469,6 +471,101 @@ class PathResult:
         return out
 
 
+@dataclass(frozen=True)
+class _Walk:
+    """The fits along one path: Cs, neuron-space coefficients, entry steps and the order of entry."""
+
+    design: _Design
+    Cs: np.ndarray
+    coefs: np.ndarray
+    intercepts: np.ndarray
+    entry_step: np.ndarray
+    ranking: np.ndarray
+
+
+def _check_path_grid(n_strengths: int, c_max_ratio: float) -> None:
+    if n_strengths < 2 or not c_max_ratio > 1:
+        raise ValueError(
+            f"n_strengths={n_strengths}, c_max_ratio={c_max_ratio}; pass n_strengths >= 2 and c_max_ratio > 1"
+        )
+
+
+def _walk_path(
+    A: np.ndarray,
+    y01: np.ndarray,
+    weighting: str,
+    W_out: np.ndarray | None,
+    direction: np.ndarray | None,
+    n_strengths: int,
+    c_max_ratio: float,
+    standardize: str,
+    gamma: float,
+    dense_C: float,
+    seed: int,
+    tol: float,
+    max_iter: int,
+) -> _Walk:
+    """Fit the weighted L1 path on (A, y01) (validated by the caller); ranking = order of entry, as
+    documented in ``prober_path``."""
+    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C, seed)
+    Cs = _min_C(design.X, y01) * np.logspace(0.0, np.log10(c_max_ratio), n_strengths)
+    d_mlp = A.shape[1]
+    coefs = np.zeros((n_strengths, d_mlp))
+    intercepts = np.zeros(n_strengths)
+    entry_step = np.full(d_mlp, -1, dtype=np.int64)
+    entry_size = np.zeros(d_mlp)
+    for j, C in enumerate(Cs):
+        if j == 0:
+            # At l1_min_c the model is empty by the KKT conditions; liblinear stalls on this kink.
+            theta, b0 = np.zeros(d_mlp), float(np.log(y01.mean() / (1 - y01.mean())))
+        else:
+            theta, b0, _ = _l1_fit(design.X, y01, C, seed, tol, max_iter)
+        coefs[j], intercepts[j] = design.to_neuron(theta, b0)
+        new = (theta != 0) & (entry_step < 0)
+        entry_step[new] = j
+        entry_size[new] = np.abs(theta[new])
+    never = entry_step < 0
+    entry_size[never] = _kkt_scores(design.X, y01, theta, b0)[never]
+    ranking = _ranking(np.where(never, n_strengths, entry_step), entry_size)
+    return _Walk(design, Cs, coefs, intercepts, entry_step, ranking)
+
+
+def path_ranking(
+    A,
+    y,
+    *,
+    weighting: str = "contribution",
+    W_out=None,
+    direction=None,
+    n_strengths: int = 20,
+    c_max_ratio: float = 100.0,
+    standardize: str = "global",
+    gamma: float = 1.0,
+    dense_C: float = 1.0,
+    seed: int = 0,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> np.ndarray:
+    """The paper's neuron ranking: order of entry along the weighted L1 path of (A, y), best first.
+
+    Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
+    held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2:
+        raise ValueError(f"A has shape {A.shape}; pass 2-D activations (n, d_mlp)")
+    _check_finite(A)
+    y = np.asarray(y)
+    if y.shape != (A.shape[0],):
+        raise ValueError(f"y has shape {y.shape} for {A.shape[0]} rows; pass one label per row")
+    _, y01 = _binary_labels(y)
+    _check_path_grid(n_strengths, c_max_ratio)
+    W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
+    walk = _walk_path(
+        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    )
+    return walk.ranking
+
+
 def prober_path(
     A,
     y,
@@ -494,7 +591,8 @@ def prober_path(
     module docstring). ranking = order of entry along the path: neurons entering at an earlier C
     rank higher, ties broken by |coef_weighted| (|theta|, the coefficient of the weighted feature)
     at entry; neurons that never enter follow, ordered by their KKT score |X_i . (y - p)| at the
-    largest C (the next to enter first); remaining ties by neuron index.
+    largest C (the next to enter first); remaining ties by neuron index. ``path_ranking`` gives the
+    same ranking without held-out rows.
     """
     A = np.asarray(A, dtype=np.float64)
     A_val = np.asarray(A_val, dtype=np.float64)
@@ -517,47 +615,25 @@ def prober_path(
             f"y_val must contain both training classes {classes.tolist()} for AUROC; use a stratified split"
         )
     yv01 = (y_val == classes[1]).astype(np.int64)
-    if n_strengths < 2 or not c_max_ratio > 1:
-        raise ValueError(
-            f"n_strengths={n_strengths}, c_max_ratio={c_max_ratio}; pass n_strengths >= 2 and c_max_ratio > 1"
-        )
+    _check_path_grid(n_strengths, c_max_ratio)
     W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
-    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C, seed)
-    Cs = _min_C(design.X, y01) * np.logspace(0.0, np.log10(c_max_ratio), n_strengths)
-
-    d_mlp = A.shape[1]
-    coefs = np.zeros((n_strengths, d_mlp))
-    intercepts = np.zeros(n_strengths)
-    auroc = np.zeros(n_strengths)
-    entry_step = np.full(d_mlp, -1, dtype=np.int64)
-    entry_size = np.zeros(d_mlp)
-    for j, C in enumerate(Cs):
-        if j == 0:
-            # At l1_min_c the model is empty by the KKT conditions; liblinear stalls on this kink.
-            theta, b0 = np.zeros(d_mlp), float(np.log(y01.mean() / (1 - y01.mean())))
-        else:
-            theta, b0, _ = _l1_fit(design.X, y01, C, seed, tol, max_iter)
-        coefs[j], intercepts[j] = design.to_neuron(theta, b0)
-        auroc[j] = roc_auc_score(yv01, A_val @ coefs[j] + intercepts[j])
-        new = (theta != 0) & (entry_step < 0)
-        entry_step[new] = j
-        entry_size[new] = np.abs(theta[new])
-    never = entry_step < 0
-    entry_size[never] = _kkt_scores(design.X, y01, theta, b0)[never]
-    ranking = _ranking(np.where(never, n_strengths, entry_step), entry_size)
-    selected = [np.flatnonzero(c) for c in coefs]
+    walk = _walk_path(
+        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    )
+    auroc = np.array([roc_auc_score(yv01, A_val @ c + b) for c, b in zip(walk.coefs, walk.intercepts)])
+    selected = [np.flatnonzero(c) for c in walk.coefs]
     return PathResult(
         weighting,
-        Cs,
+        walk.Cs,
         np.array([s.shape[0] for s in selected]),
         selected,
         auroc,
-        coefs,
-        intercepts,
-        entry_step,
-        ranking,
-        design.weights,
-        design.direction,
+        walk.coefs,
+        walk.intercepts,
+        walk.entry_step,
+        walk.ranking,
+        walk.design.weights,
+        walk.design.direction,
     )
 
 

@@ -31,9 +31,10 @@ from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from . import theory
 from .config import RankerSettings
-from .prober import SparseProber
-from .theory import effective_neuron_weights, fit_output_probe
+from .prober import SparseProber, path_ranking
+from .theory import effective_neuron_weights
 
 
 @dataclass(frozen=True, eq=False)  # arrays: compare/hash by identity
@@ -48,8 +49,8 @@ class RankContext:
     M: np.ndarray | None = None  # (n, d_model) MLP output; A @ W_out + b_out when None
     # (n, d_mlp) gradient of the model's own concept output (or a probe score) wrt the activations
     grad: np.ndarray | None = None
-    # (d_model,) output-space concept direction; given, it replaces the probe that
-    # grad_x_act_probe / sparse_prober_contribution would otherwise fit on (A, y) themselves
+    # (d_model,) output-space concept direction; given, it replaces the one that grad_x_act_probe and
+    # the contribution-weighted probers would otherwise estimate from (M, y) (``concept_direction``)
     direction: np.ndarray | None = None
     settings: RankerSettings = field(default_factory=RankerSettings)
 
@@ -149,24 +150,26 @@ def elastic_net_scores(ctx: RankContext) -> np.ndarray:
         l1_ratio=ctx.settings.elastic_net_l1_ratio,
         solver="saga",
         max_iter=1000,
-        tol=1e-3,
+        tol=ctx.settings.elastic_net_tol,
         random_state=ctx.seed,
     )
     return -_mass_entry_fraction(coef)
 
 
-def _output_probe_direction(ctx: RankContext) -> np.ndarray:
-    """Output-space concept direction w in raw MLP-output units: ctx.direction, else the project's one
-    L2 output probe (``theory.fit_output_probe``) on M."""
+def concept_direction(ctx: RankContext) -> np.ndarray:
+    """Output-space concept direction d: ctx.direction, else ``theory.concept_direction`` of the MLP
+    outputs with the estimator of ``settings.direction_estimator`` (the one place it is estimated)."""
     if ctx.direction is not None:
         return ctx.direction
-    w, _ = fit_output_probe(_mlp_out(ctx), ctx.y, C=ctx.settings.dense_l2_C, seed=ctx.seed)
-    return w
+    st = ctx.settings
+    return theory.concept_direction(
+        _mlp_out(ctx), ctx.y, estimator=st.direction_estimator, C=st.dense_l2_C, seed=ctx.seed
+    )
 
 
 def grad_x_act_probe_scores(ctx: RankContext) -> np.ndarray:
     """mean_n |a_i ds/da_i| for an output probe s = w.m: ds/da = beta = W_out w (grad x input)."""
-    beta = effective_neuron_weights(ctx.W_out, _output_probe_direction(ctx))
+    beta = effective_neuron_weights(ctx.W_out, concept_direction(ctx))
     return np.abs(ctx.A * beta).mean(axis=0)
 
 
@@ -185,24 +188,42 @@ def direct_effect_scores(ctx: RankContext) -> np.ndarray:
     return np.abs(ctx.A).mean(axis=0) * np.linalg.norm(ctx.W_out, axis=1)
 
 
-def _sparse_prober_scores(weighting: str) -> Callable[[RankContext], np.ndarray]:
-    """Ranker for the paper's weighted sparse prober (prober.SparseProber) with one weighting."""
+def _sparse_prober_path_scores(weighting: str) -> Callable[[RankContext], np.ndarray]:
+    """Ranker for the weighted sparse prober (prober.py) with one weighting: order of entry along its L1
+    path (``prober.path_ranking``), the paper's ranking; only the weighting differs between them."""
 
     def scores(ctx: RankContext) -> np.ndarray:
-        direction = ctx.direction if weighting == "contribution" else None
-        prober = SparseProber(
+        st = ctx.settings
+        order = path_ranking(
+            ctx.A,
+            ctx.y,
             weighting=weighting,
             W_out=ctx.W_out,
-            direction=direction,
-            C=ctx.settings.prober_C,
-            k=ctx.settings.prober_k,
-            dense_C=ctx.settings.dense_l2_C,
+            direction=concept_direction(ctx) if weighting == "contribution" else None,
+            n_strengths=st.path_n_strengths,
+            c_max_ratio=st.path_c_max_ratio,
+            dense_C=st.dense_l2_C,
             seed=ctx.seed,
         )
-        return _scores_from_order(prober.fit(ctx.A, ctx.y).ranking_)
+        return _scores_from_order(order)
 
-    scores.__doc__ = f"Sparse prober ranking_ with weighting={weighting!r} (this paper, claim 3)."
+    scores.__doc__ = f"Order of entry along the sparse prober's L1 path, weighting={weighting!r} (claim 3)."
     return scores
+
+
+def sparse_prober_contribution_coefw_scores(ctx: RankContext) -> np.ndarray:
+    """The paper's named variant: |coefficient x weight| |theta_i (W_out[i] . d)| of ONE contribution-
+    weighted L1 fit with ``settings.coefw_k`` neurons (C by bisection), then the rest by how close
+    they are to entering (``SparseProber.ranking_``)."""
+    prober = SparseProber(
+        weighting="contribution",
+        W_out=ctx.W_out,
+        direction=concept_direction(ctx),
+        k=ctx.settings.coefw_k,
+        dense_C=ctx.settings.dense_l2_C,
+        seed=ctx.seed,
+    )
+    return _scores_from_order(prober.fit(ctx.A, ctx.y).ranking_)
 
 
 RANKERS: dict[str, Callable[[RankContext], np.ndarray]] = {
@@ -217,7 +238,8 @@ RANKERS: dict[str, Callable[[RankContext], np.ndarray]] = {
     "grad_x_act_probe": grad_x_act_probe_scores,
     "grad_x_act_model": grad_x_act_model_scores,
     "direct_effect": direct_effect_scores,
-    **{f"sparse_prober_{w}": _sparse_prober_scores(w) for w in ("none", "norm", "contribution", "adaptive")},
+    **{f"sparse_prober_{w}": _sparse_prober_path_scores(w) for w in ("none", "norm", "contribution", "adaptive")},
+    "sparse_prober_contribution_coefw": sparse_prober_contribution_coefw_scores,
 }
 
 

@@ -135,10 +135,13 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 from scipy.special import ndtr, stdtr
-from sklearn.linear_model import LogisticRegression
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
 __all__ = [
+    "DIRECTION_ESTIMATORS",
     "NOISE_THRESHOLDS",
     "ContributionDecomposition",
     "NoiseRemovalResult",
@@ -147,6 +150,7 @@ __all__ = [
     "WritableProjection",
     "bh_t_threshold",
     "compare_post_norm_probe",
+    "concept_direction",
     "contribution_decomposition",
     "effective_neuron_weights",
     "fisher_curve",
@@ -347,6 +351,57 @@ def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0
         M / scale, y
     )
     return clf.coef_[0] / scale, float(clf.intercept_[0])
+
+
+DIRECTION_ESTIMATORS = ("l2_probe", "l2_probe_cv", "mean_diff", "lda_shrinkage")
+_CV_CS = np.logspace(-4, 2, 13)  # l2_probe_cv's grid of C (on M divided by one global scale)
+
+
+def concept_direction(
+    M: np.ndarray, y: np.ndarray, *, estimator: str = "l2_probe", C: float = 1.0, seed: int = 0
+) -> np.ndarray:
+    """Unit concept direction d (d_model,) in MLP-output space, oriented so that class 1 scores higher
+    (d . (mu_1 - mu_0) >= 0). The one place every ranker that needs d gets it from:
+
+    - "l2_probe": the L2 logistic probe w of ``fit_output_probe`` (strength C);
+    - "l2_probe_cv": the same probe with C chosen by 5-fold stratified cross-validation (log-loss) over
+      ``_CV_CS``, ``LogisticRegressionCV``;
+    - "mean_diff": the class-mean difference mu_1 - mu_0 of M (no covariance: stable, but it counts
+      directions that vary a lot within each class as much as quiet ones);
+    - "lda_shrinkage": Fisher's discriminant Sigma^-1 (mu_1 - mu_0) with the Ledoit-Wolf shrunk
+      within-class covariance, ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")``.
+
+    C and seed matter to the probes only."""
+    if estimator not in DIRECTION_ESTIMATORS:
+        raise ValueError(f"unknown direction estimator {estimator!r}; use one of {', '.join(DIRECTION_ESTIMATORS)}")
+    M = _as_2d(M, "M").astype(np.float64, copy=False)
+    y = _check_y(y, M.shape[0])
+    shift = M[y == 1].mean(axis=0) - M[y == 0].mean(axis=0)
+    if estimator == "l2_probe":
+        d = fit_output_probe(M, y, C=C, seed=seed)[0]
+    elif estimator == "l2_probe_cv":
+        scale = float(np.std(M)) or 1.0  # one global scale, as fit_output_probe: d stays in raw units
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        cv = LogisticRegressionCV(
+            Cs=_CV_CS,
+            l1_ratios=(0.0,),
+            cv=folds,
+            scoring="neg_log_loss",
+            solver="liblinear",  # as fit_output_probe; lbfgs took 5x longer here (400 x 576, measured)
+            intercept_scaling=10.0,
+            max_iter=1000,
+            random_state=seed,
+            use_legacy_attributes=False,
+        )
+        d = cv.fit(M / scale, y).coef_[0] / scale
+    elif estimator == "mean_diff":
+        d = shift
+    else:
+        d = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(M, y).coef_[0]
+    norm = float(np.linalg.norm(d))
+    if norm == 0 or not np.isfinite(norm):
+        raise ValueError(f"the {estimator} direction is zero or not finite; check that the classes differ in M")
+    return (d if d @ shift >= 0 else -d) / norm
 
 
 # ---------------------------------------------------------------------------------------------

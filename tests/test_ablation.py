@@ -314,3 +314,46 @@ def test_prefix_state_cache_gives_the_same_residuals(bridge, model_name, tmp_pat
     reader = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4, cache_as=model_name)
     for runner in (writer, reader):
         np.testing.assert_array_equal(runner.final_resid(keep, fill), plain)
+
+
+# --- the judge of (i): cross-validated regularisation, its own AUROC, sign agreement -----------------
+def test_cv_judge_is_the_dense_probe_at_the_cross_validated_C(data):
+    Cs = np.logspace(-3, 1, 5)
+    ev = OutputEvaluator(data, seed=2, Cs=Cs)
+    lr = ev.probe[-1]
+    assert lr.C_ in Cs
+    M_fit = data.A_fit @ data.W_out + data.b_out
+    fixed = ablation.dense_probe(seed=2, C=lr.C_).fit(M_fit, data.y_fit)  # refitted on every fit row at that C
+    X = data.A_test @ data.W_out + data.b_out
+    np.testing.assert_allclose(ev.probe.decision_function(X), fixed.decision_function(X), rtol=1e-3, atol=1e-3)
+    # the judge's own held-out AUROC is its AUROC with every neuron kept
+    everything = np.ones(D_MLP, bool)
+    assert ev.clean_auroc == pytest.approx(ev(everything, fill_values(data.A_train, "mean")), abs=1e-12)
+    assert ev.clean_auroc == pytest.approx(roc_auc_score(data.y_test, ev.probe.decision_function(X)), abs=1e-12)
+
+
+def test_cv_judge_regularises_more_when_rows_are_few():
+    """Few fit rows in many dimensions: cross-validation picks a smaller C than with many rows."""
+    rng = np.random.default_rng(5)
+    Cs = np.logspace(-4, 2, 13)
+
+    def chosen_C(n: int) -> float:
+        y = np.repeat([0, 1], n // 2)
+        A = rng.normal(size=(n, 120))
+        A[:, :3] += 0.8 * y[:, None]
+        split = concepts.make_split(y, seed=0, test_size=0.3, val_size=0.3)
+        return OutputEvaluator(LayerData.from_split(A, y, split, np.eye(120), np.zeros(120)), Cs=Cs).probe[-1].C_
+
+    assert chosen_C(100) < chosen_C(3000)
+
+
+def test_sign_agreement_reads_beta_against_the_train_class_shift(data):
+    ev = OutputEvaluator(data)
+    shift = data.A_train[data.y_train == 1].mean(axis=0) - data.A_train[data.y_train == 0].mean(axis=0)
+    np.testing.assert_allclose(ev.delta_a, shift)
+    agree = ev.beta * shift > 0
+    order = np.r_[np.flatnonzero(agree), np.flatnonzero(~agree)]
+    assert ev.sign_agreement(order, int(agree.sum())) == 1.0
+    assert ev.sign_agreement(order[::-1], int((~agree).sum())) == 0.0
+    assert ev.sign_agreement(order, D_MLP) == pytest.approx(agree.mean())
+    assert ev.sign_agreement(np.arange(D_MLP), 4) == 1.0  # the planted concept neurons are read the right way

@@ -51,3 +51,18 @@ def test_minimum_detectable_effect_shrinks_with_more_concepts():
     small, large = (comparison.minimum_detectable_effect(n, sd=0.02, alpha=0.05 / 6) for n in (12, 48))
     assert 0 < large < small
     assert small == pytest.approx(0.02 * 1.19 / np.sqrt(3 / np.pi), rel=0.1)  # d ~ 1.19 for n=12, alpha 0.0083
+
+
+def test_the_verdict_takes_the_side_of_the_signed_ranks_not_of_the_mean():
+    """Thirteen concepts slightly worse and one far better: the mean is positive, the test says worse."""
+    d = np.r_[np.linspace(-0.02, -0.01, 13), 0.5]
+    assert d.mean() > 0 and comparison.signed_rank_direction(d) == -1
+    rows = [
+        dict(concept=f"c{c}", seed=0, method=m, eval="(i)", mode="keep", area=0.7 + (v if m == "ours" else 0.0))
+        for c, v in enumerate(d)
+        for m in ("ours", "base")
+    ]
+    res = comparison.compare(pd.DataFrame(rows), "ours", ["base"]).iloc[0]
+    assert res["p_holm"] < comparison.ALPHA and res["mean"] > 0
+    assert res["verdict"] == "worse"
+    assert comparison.signed_rank_direction(np.zeros(3)) == 0

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparseprobe_core.prober import PathResult, SparseProber, choose_k, prober_path
+from sparseprobe_core.prober import PathResult, SparseProber, choose_k, path_ranking, prober_path
 from sparseprobe_core.theory import select_by_noise_removal
 
 K_TRUE = 10
@@ -288,3 +288,28 @@ def test_path_bad_input(data):
         prober_path(A[:400], y[:400], A[400:, :-1], y[400:], weighting="norm", W_out=W)
     with pytest.raises(ValueError, match="needs W_out"):
         prober_path(A[:400], y[:400], A[400:], y[400:], weighting="contribution")
+
+
+# --- the ranking-only path (the paper's ranking, what rankers.py uses) ----------------------------
+@pytest.mark.parametrize("weighting", ["none", "norm", "contribution", "adaptive"])
+def test_path_ranking_is_prober_path_ranking_without_held_out_rows(data, weighting):
+    A, y, W = data["A"][:400], data["y"][:400], data["W_out"]
+    kw = dict(weighting=weighting, W_out=W, n_strengths=9, c_max_ratio=50.0, seed=3)
+    full = prober_path(A, y, data["A"][400:], data["y"][400:], **kw)
+    np.testing.assert_array_equal(path_ranking(A, y, **kw), full.ranking)
+
+
+def test_path_ranking_checks_its_grid(data):
+    with pytest.raises(ValueError, match="n_strengths >= 2"):
+        path_ranking(data["A"], data["y"], weighting="none", n_strengths=1)
+
+
+def test_ranking_is_coefficient_times_weight_then_entry(data):
+    """ranking_ orders the selected neurons by |theta_i w_i| (not |theta_i|), the rest by the KKT score."""
+    p = SparseProber(weighting="contribution", W_out=data["W_out"], k=K_TRUE).fit(data["A"], data["y"])
+    size = np.abs(p.coef_weighted_ * p.feature_weights_)
+    top = p.ranking_[: p.n_selected_]
+    assert set(top) == set(np.flatnonzero(p.coef_weighted_))
+    assert np.all(np.diff(size[top]) <= 0)
+    assert not np.array_equal(np.argsort(-size[top]), np.argsort(-np.abs(p.coef_weighted_[top])))  # not |theta|
+    assert precision_top(p.ranking_, data["true"]) >= 0.9

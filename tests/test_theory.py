@@ -317,3 +317,29 @@ def test_compare_post_norm_probe_separates_scale_and_gain():
     )
     assert r.identity_pre < 1e-10 and r.identity_post < 1e-10 and np.ptp(r.gain) > 0
     assert 0.5 < r.auroc_post <= 1.0 and -1 <= r.spearman_pre_post <= 1
+
+
+# --- the concept direction: one function, four declared estimators -----------------------------------
+@pytest.mark.parametrize("estimator", T.DIRECTION_ESTIMATORS)
+def test_concept_direction_recovers_the_planted_direction(estimator):
+    P = T.planted_mlp(n=1000, d_mlp=256, d_model=64, k_true=16, seed=0, hard=False)
+    d = T.concept_direction(P.M, P.y, estimator=estimator, seed=0)
+    assert d.shape == (64,) and np.linalg.norm(d) == pytest.approx(1.0)
+    assert d @ P.concept_dir > 0.6  # along u, and oriented so that class 1 scores higher
+    flipped = T.concept_direction(P.M, 1 - P.y, estimator=estimator, seed=0)
+    np.testing.assert_allclose(flipped, -d, atol=1e-6 if estimator != "l2_probe_cv" else 0.05)
+
+
+def test_concept_direction_estimators_are_what_they_say():
+    P = T.planted_mlp(n=600, d_mlp=128, d_model=32, k_true=8, seed=1)
+    M, y = P.M, P.y
+    shift = M[y == 1].mean(axis=0) - M[y == 0].mean(axis=0)
+    np.testing.assert_allclose(T.concept_direction(M, y, estimator="mean_diff"), shift / np.linalg.norm(shift))
+    w, _ = T.fit_output_probe(M, y, C=0.3, seed=2)
+    np.testing.assert_allclose(T.concept_direction(M, y, estimator="l2_probe", C=0.3, seed=2), w / np.linalg.norm(w))
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(M, y).coef_[0]
+    np.testing.assert_allclose(T.concept_direction(M, y, estimator="lda_shrinkage"), lda / np.linalg.norm(lda))
+    with pytest.raises(ValueError, match="unknown direction estimator 'pca'; use one of l2_probe"):
+        T.concept_direction(M, y, estimator="pca")

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from sparseprobe_core.prober import SparseProber
+from sparseprobe_core.prober import SparseProber, path_ranking
 from sparseprobe_core.rankers import (
     RANKERS,
     RankContext,
     _mass_entry_fraction,
+    concept_direction,
     probeless_scores,
     rank,
 )
@@ -17,13 +18,17 @@ LOUD_NOISE = np.array([3, 30])  # huge but label-independent activations
 
 
 def planted(n: int = 300, d_mlp: int = 64, d_model: int = 16, seed: int = 0) -> RankContext:
-    """Concept neurons shift by 1.5 sd with the label; two noise neurons sit at ~20 (loud)."""
+    """Concept neurons shift by 1.5 sd with the label and write along one shared output direction (as a
+    concept feature is written); two noise neurons sit at ~20 (loud)."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n // 2)
     A = rng.normal(size=(n, d_mlp))
     A[:, CONCEPT] += 1.5 * y[:, None]
     A[:, LOUD_NOISE] += 20.0
     W_out = rng.normal(size=(d_mlp, d_model))
+    # without a shared direction, a concept neuron that happens to write almost orthogonally to the
+    # concept direction is rightly ranked low by the contribution-weighted prober
+    W_out[CONCEPT] += 2.0 * np.eye(d_model)[0]
     b_out = rng.normal(size=d_model)
     grad = rng.normal(size=(n, d_mlp))
     return RankContext(A=A, y=y, W_out=W_out, b_out=b_out, seed=seed, grad=grad)
@@ -100,9 +105,21 @@ def test_grad_x_act_probe_uses_given_direction(ctx):
     assert np.array_equal(rank("grad_x_act_probe", with_dir), np.argsort(-scores, kind="stable"))
 
 
-def test_sparse_prober_ranker_is_the_probers_ranking(ctx):
-    prober = SparseProber(weighting="norm", W_out=ctx.W_out, seed=ctx.seed).fit(ctx.A, ctx.y)
-    assert np.array_equal(rank("sparse_prober_norm", ctx), prober.ranking_)
+def test_sparse_prober_rankers_are_the_path_entry_order_and_the_coefw_fit(ctx):
+    st = ctx.settings
+    path = path_ranking(
+        ctx.A,
+        ctx.y,
+        weighting="norm",
+        W_out=ctx.W_out,
+        n_strengths=st.path_n_strengths,
+        c_max_ratio=st.path_c_max_ratio,
+        seed=ctx.seed,
+    )
+    assert np.array_equal(rank("sparse_prober_norm", ctx), path)
+    d = concept_direction(ctx)
+    prober = SparseProber(weighting="contribution", W_out=ctx.W_out, direction=d, k=st.coefw_k, seed=ctx.seed)
+    assert np.array_equal(rank("sparse_prober_contribution_coefw", ctx), prober.fit(ctx.A, ctx.y).ranking_)
 
 
 def test_mass_entry_fraction_is_neurox_cumulative_mass():

@@ -8,7 +8,11 @@ Every batch is timed under each variant back to back, `--repeats` times, and the
 and variant is kept (then summed over batches): on a machine shared with other processes, load
 then hits all variants alike, and one quiet moment per batch is enough.
 
+`--device cuda` / `--dtype bfloat16` run every variant with the model there (inputs on its device, timings
+synchronised with the GPU) and also print the peak GPU memory (benchmarks/device_check.sh).
+
     .venv/bin/python benchmarks/bench_activations.py [--models smollm2-135m,gemma3-270m] [--n 256] [--repeats 3]
+                                                     [--device cpu] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -23,17 +27,34 @@ from sparseprobe_core import activations, concepts, models
 TARGET = 1.05
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # a GPU runs asynchronously: time what it did, not what was queued
+
+
 def _timed(fn, *args) -> float:
+    _sync()
     start = time.perf_counter()
     fn(*args)
+    _sync()
     return time.perf_counter() - start
 
 
-def bench_model(name: str, texts: list[str], batch_size: int, repeats: int, shallow_fraction: float) -> float:
+def bench_model(
+    name: str,
+    texts: list[str],
+    batch_size: int,
+    repeats: int,
+    shallow_fraction: float,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> float:
     """Time the variants on one model; print one line each; return ours (all layers) / plain decoder."""
     start = time.perf_counter()
-    bridge = models.load_model(name)
+    bridge = models.load_model(name, device=device, dtype=dtype)
     loaded = time.perf_counter() - start
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     n_layers, last = bridge.cfg.n_layers, bridge.cfg.n_layers - 1
     shallow_layer = round(shallow_fraction * last)
     ids = activations.tokenize_last(bridge, texts, 128)
@@ -47,8 +68,9 @@ def bench_model(name: str, texts: list[str], batch_size: int, repeats: int, shal
 
     def plain(model):
         def run(b: list[list[int]]) -> None:
+            inputs = activations.left_pad(b, activations._pad_id(bridge))
             with torch.no_grad():
-                model(**activations.left_pad(b, activations._pad_id(bridge)), use_cache=False)
+                model(**{k: v.to(models.input_device(bridge)) for k, v in inputs.items()}, use_cache=False)
 
         return run
 
@@ -67,10 +89,11 @@ def bench_model(name: str, texts: list[str], batch_size: int, repeats: int, shal
                 best[v][i] = min(best[v][i], _timed(fn, b))
     best = {v: sum(times) for v, times in best.items()}
     tokens = sum(len(x) for x in ids)
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if torch.cuda.is_available() else ""
     print(
-        f"\n{name}: {n_layers} layers, d_mlp {bridge.cfg.d_mlp}, loaded in {loaded:.1f} s; {len(ids)} texts, "
-        f"{tokens} tokens, batch {batch_size}, best of {repeats} per batch, "
-        f"{torch.get_num_threads()} torch thread(s)"
+        f"\n{name} on {models.input_device(bridge)} in {dtype}: {n_layers} layers, d_mlp {bridge.cfg.d_mlp}, "
+        f"loaded in {loaded:.1f} s; {len(ids)} texts, {tokens} tokens, batch {batch_size}, best of {repeats} per "
+        f"batch, {torch.get_num_threads()} torch thread(s){gpu}"
     )
     for v, seconds in best.items():
         print(
@@ -92,12 +115,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shallow-fraction", type=float, default=0.2, help="the shallow layer as a fraction of depth")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, ...")
+    parser.add_argument("--dtype", default="float32", choices=models.DTYPES)
     args = parser.parse_args()
 
     texts = list(concepts.subsample(concepts.load_concept(args.concept), args.n // 2, seed=0).texts)
     print(f"'{args.concept}': {len(texts)} texts (the same texts for every model)")
     ratios = {
-        name: bench_model(name, texts, args.batch_size, args.repeats, args.shallow_fraction)
+        name: bench_model(name, texts, args.batch_size, args.repeats, args.shallow_fraction, args.device, args.dtype)
         for name in args.models.split(",")
     }
     print("\nours / plain decoder (no LM head): " + ", ".join(f"{n} {r:.3f}x" for n, r in ratios.items()))

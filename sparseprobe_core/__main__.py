@@ -41,7 +41,7 @@ def _cmd_rank(args: argparse.Namespace) -> None:
 
     method = METHOD_ALIASES.get(args.method, args.method)
     concept = concepts.load_concept(args.concept)
-    bridge = models.load_model(args.model)
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     info = models.model_info(bridge, args.model)
     layer = models.check_layer(info, args.layer)
     if args.k > info.d_mlp:
@@ -335,6 +335,8 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .models import DTYPES
+
     parser = argparse.ArgumentParser(
         prog="sparseprobe",
         description="Rank a layer's MLP neurons for a concept (the companion code of the paper 'Sparse Prober'). "
@@ -358,6 +360,12 @@ def _parser() -> argparse.ArgumentParser:
         default="smollm2-135m",
         help="an embedded model, smollm2-135m (default) or gemma3-270m, or a TransformerBridge hub name (online)",
     )
+    r.add_argument(
+        "--device",
+        default="cpu",
+        help="where the model runs: cpu (default), cuda, cuda:1, ..., or auto (spread over every visible GPU)",
+    )
+    r.add_argument("--dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
     r.add_argument("--seed", type=int, default=0, help="seed of the rankers' solvers (default: 0)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=_cmd_rank)

@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import activations
+from . import activations, models
 
 MODES = ("keep", "remove")
 FILLS = ("mean", "zero")
@@ -320,7 +320,10 @@ class DownstreamRunner:
             [token_ids[i] for i in by_length[start : start + batch_size]]
             for start in range(0, len(token_ids), batch_size)
         ]
-        inputs = [activations.left_pad(t, activations._pad_id(bridge)) for t in texts]
+        device = models.input_device(bridge)
+        inputs = [
+            {k: v.to(device) for k, v in activations.left_pad(t, activations._pad_id(bridge)).items()} for t in texts
+        ]
         fresh = {}
         verdicts = _SHORTCUT_OK.setdefault(self.decoder, {})
         if layer and layer not in verdicts:
@@ -351,24 +354,25 @@ class DownstreamRunner:
 
         if not (cache_as and self.start):
             return self._clean_pass(inputs)
-        path = activations.cache_path(cache_as, texts, f"prefix-kv-from-{self.start}")
+        path = activations.cache_path(models.cache_tag(self.bridge, cache_as), texts, f"prefix-kv-from-{self.start}")
         stored = activations.read_arrays(path)
         if stored is None:
             cache, entry = self._clean_pass(inputs)
             upper = list(cache)[self.start :]
             activations.write_arrays(
                 path,
-                keys=np.stack([k.numpy() for k, _, _ in upper]),
-                values=np.stack([v.numpy() for _, v, _ in upper]),
-                entry=entry.numpy(),
+                keys=np.stack([models.to_numpy(k) for k, _, _ in upper]),
+                values=np.stack([models.to_numpy(v) for _, v, _ in upper]),
+                entry=models.to_numpy(entry),
             )
             return cache, entry
-        keys, values = torch.from_numpy(stored["keys"]), torch.from_numpy(stored["values"])
+        like = {"device": models.input_device(self.bridge), "dtype": self.bridge.cfg.dtype}
+        keys, values = torch.from_numpy(stored["keys"]).to(**like), torch.from_numpy(stored["values"]).to(**like)
         below = [(torch.zeros_like(keys[0]), torch.zeros_like(values[0]))] * self.start
         # the config gives each layer its cache type (sliding-window layers on Gemma 3), as in the clean pass
         return (
             DynamicCache(ddp_cache_data=below + list(zip(keys, values)), config=self.decoder.config),
-            torch.from_numpy(stored["entry"]),
+            torch.from_numpy(stored["entry"]).to(**like),
         )
 
     def _shortcut_matches(self, inputs, cache, entry) -> bool:
@@ -385,11 +389,11 @@ class DownstreamRunner:
 
         def ablate_last(x, hook):
             x = x.clone()
-            x[:, -1] = torch.where(keep_t, x[:, -1], fill_t.to(x.dtype))
+            x[:, -1] = torch.where(keep_t.to(x.device), x[:, -1], fill_t.to(x.device, x.dtype))
             return x
 
         def read_last(x, hook):
-            out.append(x[:, -1].detach().float().numpy().copy())
+            out.append(models.to_numpy(x[:, -1]).copy())
 
         return [(self.write, ablate_last), (self.read, read_last)]
 

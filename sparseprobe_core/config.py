@@ -19,7 +19,7 @@ import numpy as np
 
 from . import paths
 from .concepts import Concept, Split, load_concept, make_split, shipped_concepts, subsample
-from .models import DEFAULT_MODEL, EMBEDDED
+from .models import DEFAULT_MODEL, DTYPES, EMBEDDED
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,10 @@ class RunConfig:
     planted_ns: tuple[int, ...]
     planted_study_seeds: int
     selection_layer_fractions: tuple[float, ...]
+    # where the model runs (models.load_model): a torch device ("cpu", "cuda", "cuda:1") or an accelerate
+    # strategy ("auto": spread over every visible GPU), and its dtype; the analyses stay CPU float32/64
+    device: str = "cpu"
+    dtype: str = "float32"
     downstream: bool = True
     test_size: float = 0.3
     val_size: float = 0.2
@@ -349,13 +353,18 @@ def make_config(
     seed: int = 0,
     out_dir: str = "",
     settings: dict | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> RunConfig:
     """Build a RunConfig from papermill parameters; `settings` overrides any other field for this run
     (``{"k_remove": 30, "rankers": {"l1_probe_C": 0.05}}``). `concept`: "" (the profile's concepts),
     shipped names or CSV paths, comma-separated; a relative path is relative to the repository root.
-    Unknown profiles or settings fail in one line naming the valid ones."""
+    `device` and `dtype`: where and in which precision the model runs (`models.load_model`).
+    Unknown profiles, dtypes or settings fail in one line naming the valid ones."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of: {', '.join(PROFILES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
     if concept:
         files = tuple(_shown(c.strip()) for c in str(concept).split(",") if c.strip())
         concepts = tuple(Path(f).stem for f in files)
@@ -370,6 +379,8 @@ def make_config(
         layers=_parse_layers(layers),
         seed=int(seed),
         out_dir=_out_dir(out_dir, profile, concepts[0] if concept else "", model),
+        device=device,
+        dtype=dtype,
         **PROFILES[profile],
     )
     return with_settings(cfg, settings or {})

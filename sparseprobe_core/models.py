@@ -158,27 +158,99 @@ def _dequantized_copy(model: EmbeddedModel) -> Path:
     return target
 
 
-def _load_embedded(model: EmbeddedModel):
+# accelerate's placement strategies: `device` names one of these to spread a model over every visible GPU
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(dtype):
+    """The torch dtype named by `dtype` ("float32", "bfloat16", "float16"; a torch.dtype passes through)."""
     import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def _placement(device, n_devices: int | None, device_map, max_memory) -> dict:
+    """The bridge's placement keywords for `load_model`'s options: one device, or an accelerate device map
+    (`device` naming a strategy of `DEVICE_MAPS`, an explicit `device_map`, or `n_devices` > 1 GPUs)."""
+    if device in DEVICE_MAPS:
+        if device_map is not None:
+            raise ValueError(f"device={device!r} is already a device map; pass device_map or a device, not both")
+        device, device_map = None, device
+    if device_map is not None or (n_devices or 1) > 1:
+        if device not in (None, "cuda"):
+            raise ValueError(f"device={device!r} with a device map or n_devices; pass device='auto' or leave it out")
+        return {"device_map": device_map, "n_devices": n_devices, "max_memory": max_memory}
+    import torch
+
+    try:
+        kind = torch.device(device or "cpu").type
+    except RuntimeError:
+        raise ValueError(
+            f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or one of {', '.join(DEVICE_MAPS)}"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use cpu")
+    return {"device": device or "cpu"}
+
+
+def _load_embedded(model: EmbeddedModel, dtype, placement: dict):
+    """The embedded model's float32 copy, loaded in `dtype` and placed by `placement` (`_placement`).
+
+    The bridge takes a pre-loaded HF model as it is (it neither moves nor casts it, and refuses a device map
+    beside it), so the dtype and the placement are applied here: a device map is resolved by the bridge's
+    own `resolve_device_map` (n_devices -> accelerate's "balanced" with per-GPU budgets) and dispatched by
+    `from_pretrained`; one device is a plain `.to(device)`."""
     from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.utilities.multi_gpu import resolve_device_map
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _dequantized_copy(model)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    kwargs = {}
+    if "device" not in placement:
+        device_map, max_memory = resolve_device_map(
+            placement["n_devices"], placement["device_map"], None, placement["max_memory"]
+        )
+        kwargs = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
+    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **kwargs)
+    if "device" in placement:
+        hf_model = hf_model.to(placement["device"])
     hf_model.config.architectures = [type(hf_model).__name__]  # copies written before this field was saved
-    return TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer)
+    return TransformerBridge.boot_transformers(
+        str(folder), hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, device=placement.get("device")
+    )
 
 
-def load_model(name: str = DEFAULT_MODEL):
-    """Return a `TransformerBridge` in eval mode: an embedded model (`EMBEDDED`) by its name, else a hub model."""
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | None = "cpu",
+    dtype="float32",
+    *,
+    n_devices: int | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+):
+    """Return a `TransformerBridge` in eval mode: an embedded model (`EMBEDDED`) by its name, else a hub model.
+
+    `device`: a torch device ("cpu", the default; "cuda", "cuda:1", "mps"), or one of accelerate's strategies
+    (`DEVICE_MAPS`, e.g. "auto") to spread a model too large for one GPU over all visible ones. `dtype`:
+    "float32" (default), "bfloat16" or "float16". `n_devices` (split over the first N GPUs), `device_map`
+    and `max_memory` are the bridge's own multi-device options (TransformerBridge.boot_transformers).
+    Whatever the placement, analyses get CPU float32 arrays (`activations`, `writing_vectors`)."""
+    dtype = torch_dtype(dtype)
+    placement = _placement(device, n_devices, device_map, max_memory)
     if name in EMBEDDED:
-        bridge = _load_embedded(EMBEDDED[name])
+        bridge = _load_embedded(EMBEDDED[name], dtype, placement)
     else:
         from transformer_lens.model_bridge import TransformerBridge
 
         try:
-            bridge = TransformerBridge.boot_transformers(name)
+            bridge = TransformerBridge.boot_transformers(name, dtype=dtype, **placement)
         except Exception as err:  # the bridge raises many types (OSError, ValueError, HF errors)
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise ModelLoadError(
@@ -187,6 +259,25 @@ def load_model(name: str = DEFAULT_MODEL):
             ) from None
     bridge.eval()
     return bridge
+
+
+def input_device(bridge):
+    """The torch device that input ids must be on: the input embedding's (the first GPU of a split model)."""
+    import torch
+
+    return torch.device(bridge.cfg.device or "cpu")
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor on any device, in any dtype, as a CPU float32 array (the analyses' precision)."""
+    return x.detach().float().cpu().numpy()
+
+
+def cache_tag(bridge, name: str) -> str:
+    """How cache entries name this model: its name, plus the device kind and dtype unless CPU float32
+    (bfloat16 activations, or a GPU's kernels, give other numbers than the CPU float32 ones)."""
+    kind, dtype = input_device(bridge).type, str(bridge.cfg.dtype).removeprefix("torch.")
+    return name if (kind, dtype) == ("cpu", "float32") else f"{name}@{kind}-{dtype}"
 
 
 def model_info(bridge, name: str) -> ModelInfo:
@@ -205,10 +296,13 @@ def check_layer(info: ModelInfo, layer: int) -> int:
 
 
 def writing_vectors(bridge, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """`(W_out[l], b_out[l])` as float64 arrays: row i of W_out is neuron i's writing vector (m = a W_out + b_out)."""
-    w_out = bridge.W_out[layer].detach().double().numpy()
-    b_out = getattr(bridge, "b_out", None)
-    b = np.zeros(w_out.shape[1]) if b_out is None else b_out[layer].detach().double().numpy()
+    """`(W_out[l], b_out[l])` as CPU float64 arrays whatever the model's device and dtype: row i of W_out is
+    neuron i's writing vector (m = a W_out + b_out). Read from layer l's block alone (on a model split over
+    GPUs, the layers' weights live on different devices)."""
+    mlp = bridge.blocks[layer].mlp
+    w_out = mlp.W_out.detach().cpu().double().numpy()
+    b_out = getattr(mlp, "b_out", None)
+    b = np.zeros(w_out.shape[1]) if b_out is None else b_out.detach().cpu().double().numpy()
     return w_out, b
 
 
@@ -220,7 +314,7 @@ def mlp_post_norm(bridge, layer: int) -> tuple[np.ndarray, float] | None:
     if norm is None:
         return None
     module = getattr(norm, "original_component", norm)
-    weight = module.weight.detach().double().numpy()
+    weight = module.weight.detach().cpu().double().numpy()
     eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None)
     if eps is None:
         raise RuntimeError(

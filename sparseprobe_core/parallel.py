@@ -7,6 +7,11 @@ scikit-learn's liblinear releases the GIL but draws from one process-wide random
 threads fitting at once would make results depend on timing. joblib's loky workers are reused
 between calls and run their BLAS on one thread each. Units must not need the model: pass them
 arrays (the model stays in the notebook's process, which runs the forward passes).
+
+On a Dask cluster: when $SPARSEPROBE_SCHEDULER names a `dask.distributed` scheduler (e.g.
+tcp://host:8786), the units run on its workers instead (the `cluster` extra), each under one BLAS
+thread as on a local worker, results again in input order, so the numbers equal the local run's
+(tests/test_cluster.py). Workers need this package and the same versions of its dependencies.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from joblib import Parallel, delayed
 
 from . import progress
 
 ENV_JOBS = "SPARSEPROBE_JOBS"
+ENV_SCHEDULER = "SPARSEPROBE_SCHEDULER"
 _starting = None  # results of start_workers' warm-up units, collected by the next map_units
 
 
@@ -37,22 +44,68 @@ def _import_core() -> None:
     from . import ablation, prober, rankers, theory  # noqa: F401
 
 
+def scheduler() -> str:
+    """The Dask scheduler's address from $SPARSEPROBE_SCHEDULER, or "" (run locally)."""
+    return os.environ.get(ENV_SCHEDULER, "").strip()
+
+
 def start_workers() -> None:
-    """Start the worker processes in the background, e.g. while the notebook loads its model."""
+    """Start the worker processes in the background, e.g. while the notebook loads its model (a Dask
+    cluster's workers are already running)."""
     global _starting
-    if n_workers() > 1 and _starting is None:
+    if not scheduler() and n_workers() > 1 and _starting is None:
         _starting = Parallel(n_jobs=n_workers(), return_as="generator_unordered")(
             delayed(_import_core)() for _ in range(n_workers())
         )
 
 
+def _one_blas_thread(fn: Callable, *unit):
+    """`fn(*unit)` with BLAS on one thread, as joblib's local workers run it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return fn(*unit)
+
+
+def _map_on_cluster(address: str, fn: Callable, units: list[tuple], desc: str) -> list:
+    """``[fn(*unit) for unit in units]`` on the workers of the Dask scheduler at `address`, in input order."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RuntimeError(
+            f"{ENV_SCHEDULER}={address} but dask.distributed is not installed; pip install -e '.[cluster]' "
+            f"(or unset {ENV_SCHEDULER} to run locally)"
+        ) from None
+    with Client(address, set_as_default=False) as client:
+        # Arrays go to the workers once each, by identity (a layer's W_out shared by many units is sent
+        # once), rather than inside every task, where Dask repeats them and warns about large graphs.
+        sent: dict[int, object] = {}
+
+        def ref(x):
+            if not isinstance(x, np.ndarray):
+                return x
+            if id(x) not in sent:
+                sent[id(x)] = client.scatter(x, hash=False)
+            return sent[id(x)]
+
+        # pure=False: no hashing of the arguments to name a task; every unit runs
+        futures = [client.submit(_one_blas_thread, fn, *map(ref, unit), pure=False) for unit in units]
+        if desc:
+            for _ in progress.bar(as_completed(futures, loop=client.loop), desc, total=len(futures)):
+                pass
+        return client.gather(futures)
+
+
 def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
-    """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes; results in input order."""
+    """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes, or on the Dask cluster of
+    $SPARSEPROBE_SCHEDULER when it is set; results in input order."""
     global _starting
     if _starting is not None:
         list(_starting)  # the warm-up has finished (or finishes now); its workers are reused below
         _starting = None
     units = list(units)
+    if scheduler() and units:
+        return _map_on_cluster(scheduler(), fn, units, desc)
     n_jobs = min(n_workers(), len(units))
 
     def shown(it):

@@ -12,6 +12,17 @@ import pytest
 from sparseprobe_core.models import EMBEDDED
 
 
+def pytest_addoption(parser):
+    """`--device cuda` runs the model tests (identity, equivalence, ...) with the models on that device."""
+    parser.addoption("--device", default="cpu", help="torch device of the models under test (default: cpu)")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device the `bridge` models run on (pytest --device; cpu unless told)."""
+    return request.config.getoption("--device")
+
+
 @pytest.fixture(scope="session", params=list(EMBEDDED))
 def model_name(request) -> str:
     """The name of an embedded model (`models.EMBEDDED`), as notebooks and the CLI take it."""
@@ -19,11 +30,11 @@ def model_name(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def bridge(model_name):
-    """The embedded model `model_name` as a TransformerBridge."""
+def bridge(model_name, device):
+    """The embedded model `model_name` as a TransformerBridge, on `device`."""
     from sparseprobe_core.models import load_model
 
-    return load_model(model_name)
+    return load_model(model_name, device=device)
 
 
 @pytest.fixture

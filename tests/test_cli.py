@@ -184,31 +184,34 @@ def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):
 
 
 def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept, tmp_path, monkeypatch):
+    """A collection killed mid-way leaves its finished batches in a partial store, never a partial entry; the
+    rerun resumes from them and gives the numbers of an uninterrupted run."""
     hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, bridge.cfg.n_layers, 3)]
     script = (
         f"from sparseprobe_core import models, activations as a, concepts as c\n"
+        f"a.CHECKPOINT_S = 0.0\n"  # every finished batch is listed at once
         f"b = models.load_model({model_name!r}); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
-        f"print('start', flush=True)\n"
         f"a.collect(b, {model_name!r}, t, {hooks!r}, batch_size=2)\n"
     )
     proc = subprocess.Popen(
         [PY, "-c", script],
         cwd=paths.ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        text=True,
         env={**os.environ, "SPARSEPROBE_CACHE": str(tmp_path)},
     )
-    assert proc.stdout.readline().strip() == "start"
-    time.sleep(2.0)  # mid-collection: the forward pass over 25 batches takes longer than this
-    proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".*.partial/done.npz")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-collection: the forward pass over 25 batches takes longer
     proc.wait()
+    assert list(tmp_path.glob(".*.partial/done.npz")) and not list(tmp_path.glob("*" + activations.ENTRY_SUFFIX))
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
     texts = list(concepts.load_concept(small_concept).texts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a corrupted entry would warn before being recomputed
-        got = activations.collect(bridge, model_name, texts, hooks)
-    fresh = activations.collect(bridge, model_name, texts, hooks, use_cache=False)
+        got = activations.collect(bridge, model_name, texts, hooks, batch_size=2)
+    fresh = activations.collect(bridge, model_name, texts, hooks, batch_size=2, use_cache=False)
     for h in hooks:
-        np.testing.assert_allclose(got[h], fresh[h], atol=1e-4)
-    assert len(list(tmp_path.glob("*.npz"))) == len(hooks)
+        np.testing.assert_array_equal(got[h], fresh[h])
+    assert len(list(tmp_path.glob("*" + activations.ENTRY_SUFFIX))) == len(hooks)

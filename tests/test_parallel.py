@@ -1,5 +1,7 @@
 """parallel.map_units: same results, in the same order, with and without worker processes."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -41,4 +43,12 @@ def test_bad_worker_count_is_a_one_line_error(monkeypatch, value):
     monkeypatch.setenv(parallel.ENV_JOBS, value)
     with pytest.raises(ValueError, match="SPARSEPROBE_JOBS") as err:
         parallel.n_workers()
+    assert "\n" not in str(err.value)
+
+
+def test_a_scheduler_without_distributed_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv(parallel.ENV_SCHEDULER, "tcp://127.0.0.1:8786")
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the `cluster` extra were not installed
+    with pytest.raises(RuntimeError, match=r"\[cluster\]") as err:
+        parallel.map_units(_fit_unit, _units()[:1])
     assert "\n" not in str(err.value)

@@ -20,6 +20,7 @@ constant fill_i beta_i, so keeping no neuron gives one identical score for every
 from __future__ import annotations
 
 import copy
+import hashlib
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -523,3 +524,155 @@ def downstream_texts(test: np.ndarray, y: np.ndarray, token_ids: list[list[int]]
     test = np.asarray(test)
     usable = test[[len(token_ids[i]) >= 2 for i in test]]
     return np.sort(np.concatenate([rng.permutation(usable[y[usable] == v])[: n // 2] for v in (0, 1)]))
+
+
+# -- the causal arm: the layer ablated at every position of the text ---------------------------------------
+
+POSITIONS = ("last", "all")
+
+
+def text_positions(inputs: dict[str, torch.Tensor], bos: bool) -> torch.Tensor:
+    """(rows, width) True at the positions of each left-padded row that hold the text's own tokens: not a
+    pad and, when the model prepends one (`bos`), not the BOS token. BOS is no token of the text, and on
+    both embedded models it is the attention sink whose state every later position reads; ablating it
+    with last-token means would measure a broken sink, not the concept."""
+    real = inputs["attention_mask"].bool()
+    return real & (inputs["position_ids"] > 0) if bos else real
+
+
+class AllPositionsRunner(DownstreamRunner):
+    """(ii) with the layer's neurons ablated at every position of the text (`text_positions`), the final
+    residual read at the probed (last) token, where the concept is built rather than only where it is read.
+
+    Every position changes, so no key or value can be reused; what is reused is the clean residual
+    entering `layer` at every position, from one clean pass per batch that stops there (the layers from
+    `layer` on are never run clean). Each setting then runs the whole sequence through the layers from
+    `layer` on only (`decoder_layers_from`, checked against the full pass once per decoder and layer as
+    for `DownstreamRunner`), several settings per pass (each text's rows repeated once per mask).
+    The fill is the same vector at every position (the train split's last-token means, as for the
+    probed-token runner). `cache_as` is not used: `ablated_final_resid` caches the readouts instead,
+    which a warm run needs without any clean pass."""
+
+    def __init__(self, bridge, token_ids: list[list[int]], layer: int, batch_size: int = 16, threads=None):
+        self.bos = bool(bridge.cfg.default_prepend_bos and bridge.tokenizer.bos_token_id is not None)
+        super().__init__(bridge, token_ids, layer, batch_size=batch_size, threads=threads, cache_as=None)
+
+    def _clean_pass(self, inputs) -> tuple:
+        """The residual entering `self.layer` at every position of one batch (no keys/values: none is reused);
+        the pass stops there."""
+        entry: list[torch.Tensor] = []
+
+        def record(x, hook):
+            entry.append(x.clone())
+            raise activations._Stop
+
+        hook = (activations.RESID_PRE.format(layer=self.layer), record)
+        try:
+            with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=[hook]):
+                self.decoder(**inputs, use_cache=False)
+        except activations._Stop:
+            pass
+        return None, entry[0]
+
+    def _prefix_state(self, inputs, texts, cache_as) -> tuple:
+        return self._clean_pass(inputs)
+
+    def _all_hooks(self, keep: np.ndarray, fill: np.ndarray, where: torch.Tensor, out: list):
+        """Hooks that ablate every position of `where` ((rows, width) bool) with one keep mask per row
+        ((rows, d_mlp), or (d_mlp,) for all rows), and record the final residual at the last position."""
+        keep_t = torch.as_tensor(np.asarray(keep, dtype=bool))
+        keep_t = keep_t.expand(where.shape[0], -1) if keep_t.ndim == 1 else keep_t
+        fill_t = torch.as_tensor(np.asarray(fill), dtype=torch.float32)
+        kept = keep_t[:, None, :] | ~where[:, :, None]  # (rows, width, d_mlp): True where the clean value stays
+
+        def ablate_all(x, hook):
+            return torch.where(kept, x, fill_t.to(x.dtype))
+
+        def read_last(x, hook):
+            out.append(x[:, -1].detach().float().numpy().copy())
+
+        return [(self.write, ablate_all), (self.read, read_last)]
+
+    def _final_resid_batch(self, inputs, cache, entry, group: np.ndarray, fill: np.ndarray, start: int) -> np.ndarray:
+        """(rows, masks, d_model) final residual of one batch's last tokens under each mask of `group`, the
+        whole sequences run through the decoder's layers from `start` on (from the embedding if 0)."""
+        n_rows, S = inputs["input_ids"].shape[0], len(group)
+        rep = {name: value.repeat_interleave(S, dim=0) for name, value in inputs.items()}  # row i*S+j: text i, mask j
+        feed = dict(input_ids=rep["input_ids"]) if start == 0 else dict(inputs_embeds=entry.repeat_interleave(S, dim=0))
+        out: list[np.ndarray] = []
+        hooks = self._all_hooks(np.tile(group, (n_rows, 1)), fill, text_positions(rep, self.bos), out)
+        with (
+            torch.no_grad(),
+            torch_threads(self.threads),
+            self.bridge.hooks(fwd_hooks=hooks),
+            decoder_layers_from(self.decoder, start),
+        ):
+            self.decoder(
+                **feed, attention_mask=rep["attention_mask"], position_ids=rep["position_ids"], use_cache=False
+            )
+        if len(out) != 1:
+            raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for one batch")
+        return out[0].reshape(n_rows, S, -1)
+
+    def final_resid_naive(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """The same quantity by re-running every full sequence through every layer with the ablation hook
+        (the reference for tests and benchmarks), one mask per pass."""
+        out: list[np.ndarray] = []
+        with torch.no_grad(), torch_threads(self.threads):
+            for inputs, _, _ in self.batches:
+                with self.bridge.hooks(fwd_hooks=self._all_hooks(keep, fill, text_positions(inputs, self.bos), out)):
+                    self.decoder(**inputs, use_cache=False)
+        return np.concatenate(out)[self.restore]
+
+
+RUNNERS = {"last": DownstreamRunner, "all": AllPositionsRunner}
+
+
+def ablated_cache_path(model_name: str, token_ids: list[list[int]], layer: int, keep, fill, positions: str):
+    """Cache entry of the final residual at the probed token with `layer` ablated by one (keep, fill) at
+    `positions`: keyed by the model, the token ids, and (in the name) the layer, the position mode and a
+    digest of the exact mask and fill bytes, so any other mask or fill misses."""
+    digest = hashlib.sha256(
+        np.packbits(np.asarray(keep, dtype=bool)).tobytes() + np.asarray(fill, dtype=np.float64).tobytes()
+    ).hexdigest()[:24]
+    return activations.cache_path(model_name, token_ids, f"ablated-{positions}-L{layer}-{len(keep)}-{digest}")
+
+
+def ablated_final_resid(
+    bridge,
+    token_ids: list[list[int]],
+    layer: int,
+    keeps: list[np.ndarray],
+    fill: np.ndarray,
+    *,
+    positions: str = "all",
+    cache_as: str | None = None,
+    batch_size: int = 16,
+    chunk: int = 8,
+    threads: int | None = None,
+) -> list[np.ndarray]:
+    """(n, d_model) final residual (before the final norm) at each text's probed token with `layer`'s
+    neurons ablated (kept where `keep`, else `fill`) at the probed token only ("last", `DownstreamRunner`)
+    or at every position of the text ("all", `AllPositionsRunner`), one array per keep mask.
+
+    `cache_as`: the model's name, to read and write each setting in the activation cache
+    (`ablated_cache_path`); only the settings that miss are run, by one runner built on the first miss,
+    so a warm rerun runs no forward pass at all. None: no cache."""
+    if positions not in RUNNERS:
+        raise ValueError(f"unknown positions {positions!r}; use one of {POSITIONS}")
+    paths_ = [ablated_cache_path(cache_as, token_ids, layer, k, fill, positions) for k in keeps] if cache_as else None
+    found: list[np.ndarray | None] = [None] * len(keeps)
+    if paths_:
+        for i, path in enumerate(paths_):
+            stored = activations.read_arrays(path)
+            if stored is not None and stored.get("resid", np.empty(0)).shape == (len(token_ids), bridge.cfg.d_model):
+                found[i] = stored["resid"]
+    missing = [i for i, r in enumerate(found) if r is None]
+    if missing:
+        runner = RUNNERS[positions](bridge, token_ids, layer, batch_size=batch_size, threads=threads)
+        fresh = runner.final_resid_many([keeps[i] for i in missing], fill, chunk=chunk)
+        for i, resid in zip(missing, fresh):
+            found[i] = resid
+            if paths_:
+                activations.write_arrays(paths_[i], resid=resid)
+    return found

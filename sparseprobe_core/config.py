@@ -57,6 +57,8 @@ PROFILES: dict[str, dict] = {
         downstream_k=(10, 100),
         downstream_n_test=32,
         use_n_test=64,
+        causal_n_texts=200,
+        causal_screen_texts=64,
         probe_sweep_points=5,
         scope_step=3,
         require_peers=True,
@@ -73,6 +75,8 @@ PROFILES: dict[str, dict] = {
         downstream_k=(5, 100),
         downstream_n_test=24,
         use_n_test=24,
+        causal_n_texts=32,
+        causal_screen_texts=32,
         probe_sweep_points=None,
         scope_step=1,
         require_peers=False,
@@ -137,6 +141,10 @@ class RunConfig:
     planted_ns: tuple[int, ...]
     planted_study_seeds: int
     selection_layer_fractions: tuple[float, ...]
+    # the causal arm (causal.py): balanced test texts of the first split run with the layer ablated in the
+    # qualifying cells, and the first of them (the same draw) on which every cell's range is screened
+    causal_n_texts: int
+    causal_screen_texts: int
     # where the model runs (models.load_model): a torch device ("cpu", "cuda", "cuda:1") or an accelerate
     # strategy ("auto": spread over every visible GPU), and its dtype; the analyses stay CPU float32/64
     device: str = "cpu"
@@ -180,6 +188,12 @@ class RunConfig:
     min_control_minority: float = 0.25  # a control task whose minority class is rarer is not reported
     measurable: float = 0.05  # downstream: the whole layer must move the concept signal this much
     distributed_concept: str = "sentiment"  # the concept expected to be spread over many neurons
+    # the causal arm (causal.py): where the layer is ablated, which depths, k, and the range a cell needs
+    causal_positions: str = "all"  # "all": every position of the text (BOS excluded); "last": the probed token
+    causal_layer_fractions: tuple[float, ...] = (0.1, 0.25, 0.5)
+    causal_k: int = 50  # keep / remove the top-k of each ranking
+    causal_range_measure: str = "auroc_drop"  # the column of causal.range_row compared with causal_min_range
+    causal_min_range: float = 0.05  # a cell qualifies when ablating the whole layer moves it this much
     # notebook 01's planted layers (theory.planted_mlp) and the number of seeds they are drawn with
     planted: tuple[tuple[str, int], ...] = (("n", 1000), ("d_mlp", 512), ("d_model", 64), ("k_true", 32))
     planted_seeds: int = 5

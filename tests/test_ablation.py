@@ -4,6 +4,7 @@ import weakref
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from sparseprobe_core import ablation, activations, concepts
@@ -357,3 +358,97 @@ def test_sign_agreement_reads_beta_against_the_train_class_shift(data):
     assert ev.sign_agreement(order[::-1], int((~agree).sum())) == 0.0
     assert ev.sign_agreement(order, D_MLP) == pytest.approx(agree.mean())
     assert ev.sign_agreement(np.arange(D_MLP), 4) == 1.0  # the planted concept neurons are read the right way
+# -- the causal arm: the layer ablated at every position of the text --------------------------------------
+
+
+def test_text_positions_skip_pads_and_bos():
+    inputs = activations.left_pad([[1, 5, 6], [1, 7]], pad_id=0)
+    with_bos = ablation.text_positions(inputs, bos=True).tolist()
+    assert with_bos == [[False, True, True], [False, False, True]]
+    assert ablation.text_positions(inputs, bos=False).tolist() == [[True, True, True], [False, True, True]]
+
+
+def test_all_positions_ablation_equals_naive_full_rerun(bridge, no_logits):
+    """Settings from the clean residual entering the layer (several masks per pass, a partial chunk, a short
+    last batch) give the final residual of a full re-run with the every-position hook, at an early and a
+    middle layer; ablating every position moves it more than ablating the probed token only."""
+    ids = activations.tokenize_last(bridge, TEXTS, 32)
+    d_mlp = bridge.cfg.d_mlp
+    rng = np.random.default_rng(0)
+    fill = rng.normal(size=d_mlp) * 0.05
+    keeps = [kept_neurons(rng.permutation(d_mlp), k, mode) for k, mode in ((100, "keep"), (50, "remove"))]
+    keeps.append(np.zeros(d_mlp, bool))
+    for layer in (2, bridge.cfg.n_layers // 2):
+        runner = ablation.AllPositionsRunner(bridge, ids, layer, batch_size=4)
+        assert runner.start == layer
+        fast = runner.final_resid_many([np.ones(d_mlp, bool), *keeps], fill, chunk=3)
+        naive = [runner.final_resid_naive(keep, fill) for keep in keeps]
+        tol = 1e-5 * max(np.abs(x).max() for x in naive)
+        for f, n in zip(fast[1:], naive):
+            np.testing.assert_allclose(f, n, atol=tol, rtol=0)
+        clean = fast[0]
+        final = activations.run_last_token(bridge, ids, [runner.read])[runner.read]
+        np.testing.assert_allclose(clean, final, atol=tol, rtol=0)  # keep-all is the clean model
+        last = ablation.DownstreamRunner(bridge, ids, layer, batch_size=4).final_resid(keeps[-1], fill)
+        assert np.abs(naive[-1] - clean).max() > 100 * tol
+        assert np.linalg.norm(naive[-1] - clean) > np.linalg.norm(last - clean)  # every position moves it more
+
+
+def test_all_positions_ablation_leaves_bos_and_pads_alone(bridge):
+    """Only the text's own tokens are ablated: the hook leaves the BOS position (and pads) at their clean value."""
+    ids = activations.tokenize_last(bridge, TEXTS[:3], 32)
+    layer = 2
+    runner = ablation.AllPositionsRunner(bridge, ids, layer, batch_size=4)
+    inputs = runner.batches[0][0]
+    where = ablation.text_positions(inputs, runner.bos)
+    hooks = runner._all_hooks(np.zeros(bridge.cfg.d_mlp, bool), np.full(bridge.cfg.d_mlp, 7.0), where, [])
+    ablate = hooks[0][1]
+    x = torch.randn(*inputs["input_ids"].shape, bridge.cfg.d_mlp)
+    seen = ablate(x, None)
+    assert torch.equal(seen[~where], x[~where]) and bool((seen[where] == 7.0).all())
+    assert runner.bos == (bridge.cfg.default_prepend_bos and bridge.tokenizer.bos_token_id is not None)
+    first_real = inputs["attention_mask"].argmax(dim=1)
+    assert runner.bos and not where[torch.arange(len(first_real)), first_real].any()  # BOS (both models): never ablated
+
+
+def test_ablated_final_resid_cache_hits_only_the_same_setting(bridge, model_name, tmp_path, monkeypatch):
+    """Each (texts, layer, mask, fill, positions) is stored once; a rerun reads it with no forward pass at all,
+    and a different mask, fill, layer or position mode misses."""
+    monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
+    ids = activations.tokenize_last(bridge, TEXTS[:4], 32)
+    d_mlp, layer = bridge.cfg.d_mlp, 3
+    keep = kept_neurons(np.random.default_rng(4).permutation(d_mlp), 40, "remove")
+    fill = np.zeros(d_mlp)
+    first = ablation.ablated_final_resid(bridge, ids, layer, [keep], fill, cache_as=model_name, batch_size=4)
+    assert len(list(tmp_path.glob("*ablated-all-*.npz"))) == 1
+    plain = ablation.AllPositionsRunner(bridge, ids, layer, batch_size=4).final_resid(keep, fill)
+    np.testing.assert_array_equal(first[0], plain)
+
+    class Unrunnable:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a runner was built: a forward pass would run")
+
+    monkeypatch.setitem(ablation.RUNNERS, "all", Unrunnable)
+    again = ablation.ablated_final_resid(bridge, ids, layer, [keep], fill, cache_as=model_name, batch_size=4)
+    np.testing.assert_array_equal(again[0], first[0])  # read back: no runner, no forward pass
+    other = keep.copy()
+    other[np.flatnonzero(keep)[0]] = False  # one neuron more ablated
+    with pytest.raises(AssertionError, match="a runner was built"):
+        ablation.ablated_final_resid(bridge, ids, layer, [other], fill, cache_as=model_name, batch_size=4)
+    paths = {
+        ablation.ablated_cache_path(model_name, ids, layer, keep, fill, "all"),
+        ablation.ablated_cache_path(model_name, ids, layer, other, fill, "all"),
+        ablation.ablated_cache_path(model_name, ids, layer, keep, fill + 1e-9, "all"),
+        ablation.ablated_cache_path(model_name, ids, layer + 1, keep, fill, "all"),
+        ablation.ablated_cache_path(model_name, ids, layer, keep, fill, "last"),
+        ablation.ablated_cache_path(model_name, ids[:3], layer, keep, fill, "all"),
+    }
+    assert len(paths) == 6  # a different mask, fill, layer, position mode or text set is another entry
+
+
+def test_ablated_final_resid_rejects_unknown_positions(bridge):
+    with pytest.raises(ValueError, match="unknown positions") as err:
+        ablation.ablated_final_resid(
+            bridge, [[1, 2]], 1, [np.ones(bridge.cfg.d_mlp, bool)], np.zeros(1), positions="first"
+        )
+    assert "\n" not in str(err.value)

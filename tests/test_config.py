@@ -33,11 +33,11 @@ def test_ranker_settings_reach_worker_processes(monkeypatch):
 
 
 def test_every_knob_is_recorded():
-    cfg = config.make_config(profile="ci", settings={"k_remove": 30, "rankers": {"l1_probe_C": 0.05}})
+    cfg = config.make_config(profile="ci", settings={"causal_k": 30, "rankers": {"l1_probe_C": 0.05}})
     record = cfg.record()
     fields = {f.name for f in dataclasses.fields(config.RunConfig)} - {"out_dir"}
     assert set(record) == fields
-    assert record["k_remove"] == 30 and record["rankers"]["l1_probe_C"] == 0.05
+    assert record["causal_k"] == 30 and record["rankers"]["l1_probe_C"] == 0.05
     assert set(record["rankers"]) == {f.name for f in dataclasses.fields(RankerSettings)}
 
 

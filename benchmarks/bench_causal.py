@@ -52,7 +52,7 @@ def main(model: str, concept: str, n_texts: int, fractions: list[float], threads
     bridge = models.load_model(model)
     n_layers = bridge.cfg.n_layers
     layers = sorted({round(f * (n_layers - 1)) for f in fractions})
-    run = causal.prepare(bridge, cfg, concept, layers)
+    run, _ = causal.prepare(bridge, cfg, concept, layers)  # (run, screen mask); the benchmark uses every text
     tokens = sum(map(len, run.token_ids))
     print(
         f"{model}, {concept}: {len(run.texts)} texts, {tokens} tokens ({tokens / len(run.texts):.1f} per text), "

@@ -8,17 +8,11 @@ Whatever the device and dtype, analyses get CPU float32 activations and CPU floa
 import numpy as np
 import pytest
 import torch
+from test_models_activations import TEXTS, first_middle_last  # the same texts and layers as the CPU float32 tests
 
 from sparseprobe_core import activations, config, models
 
 NAME = models.DEFAULT_MODEL
-TEXTS = [
-    "The capital of France is",
-    "x",
-    "def f(x):\n    return 'a string with words",
-    "Bonjour, je suis très content de vous voir aujourd'hui, mon ami",
-    "for i in range(10",
-]
 # bfloat16 keeps 8 bits of mantissa; through 30 layers the activations of SmolLM2 moved by at most 3.6 %
 # (relative Frobenius norm, measured at layers 0, 15, 29), the writing vectors by 0.13 % of their largest entry
 BF16_ACTS_RTOL = 0.08
@@ -35,17 +29,13 @@ def bf16(device):
     return models.load_model(NAME, device=device, dtype="bfloat16")
 
 
-def _layers(bridge) -> list[int]:
-    return [0, bridge.cfg.n_layers // 2, bridge.cfg.n_layers - 1]
-
-
 @pytest.mark.model
 def test_bfloat16_collects_cpu_float32_close_to_float32(f32, bf16, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
     assert next(bf16.original_model.parameters()).dtype == torch.bfloat16 and bf16.cfg.dtype == torch.bfloat16
-    want = activations.layer_activations(f32, NAME, TEXTS, _layers(f32))
-    got = activations.layer_activations(bf16, NAME, TEXTS, _layers(f32))
-    for layer in _layers(f32):
+    want = activations.layer_activations(f32, NAME, TEXTS, first_middle_last(f32))
+    got = activations.layer_activations(bf16, NAME, TEXTS, first_middle_last(f32))
+    for layer in first_middle_last(f32):
         for x, y in zip(want[layer], got[layer]):
             assert type(y) is np.ndarray and y.dtype == np.float32
             assert np.linalg.norm(y - x) / np.linalg.norm(x) < BF16_ACTS_RTOL, layer
@@ -56,7 +46,7 @@ def test_bfloat16_collects_cpu_float32_close_to_float32(f32, bf16, tmp_path, mon
 
 @pytest.mark.model
 def test_writing_vectors_are_cpu_float64_whatever_the_dtype(f32, bf16):
-    layer = _layers(f32)[1]
+    layer = first_middle_last(f32)[1]
     w32, _ = models.writing_vectors(f32, layer)
     w16, b16 = models.writing_vectors(bf16, layer)
     assert w16.dtype == b16.dtype == np.float64 and w16.shape == w32.shape

@@ -11,6 +11,7 @@ import torch
 
 from sparseprobe_core import activations, models, theory
 
+# short and long, prose and code; shared with test_devices.py
 TEXTS = [
     "The capital of France is",
     "x",
@@ -20,8 +21,8 @@ TEXTS = [
 ]
 
 
-def _layers(bridge) -> list[int]:
-    """First, middle and last layer."""
+def first_middle_last(bridge) -> list[int]:
+    """First, middle and last layer (also used by test_devices.py)."""
     n = bridge.cfg.n_layers
     return [0, n // 2, n - 1]
 
@@ -36,7 +37,7 @@ def test_model_sizes_agree_with_the_hf_config(bridge, model_name):
 
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_w_out_reproduces_mlp_out(bridge, model_name, which):
-    layer = _layers(bridge)[which]
+    layer = first_middle_last(bridge)[which]
     a, m = activations.layer_activations(bridge, model_name, TEXTS, [layer])[layer]
     w, b = models.writing_vectors(bridge, layer)
     assert np.abs(a @ w + b - m).max() < 1e-4 * max(1.0, np.abs(m).max())
@@ -45,7 +46,7 @@ def test_w_out_reproduces_mlp_out(bridge, model_name, which):
 def test_post_norm_output_is_the_normalised_mlp_out(bridge, model_name):
     """hook_mlp_out is what the block writes: m itself (SmolLM2), or (1 + g) m / rms(m) (Gemma 3), where
     the identity with W_out fails."""
-    layer = _layers(bridge)[1]
+    layer = first_middle_last(bridge)[1]
     a, m, p = activations.post_norm_activations(bridge, model_name, TEXTS, [layer])[layer]
     norm = models.mlp_post_norm(bridge, layer)
     if norm is None:
@@ -98,7 +99,7 @@ def test_unknown_hook_is_one_line(bridge):
 
 
 def test_batched_equals_unbatched(bridge):
-    hook = activations.HIDDEN.format(layer=_layers(bridge)[1])
+    hook = activations.HIDDEN.format(layer=first_middle_last(bridge)[1])
     ids = activations.tokenize_last(bridge, TEXTS, 128)
     batched = activations.run_last_token(bridge, ids, [hook], batch_size=5)[hook]
     single = np.stack([activations.run_last_token(bridge, [x], [hook])[hook][0] for x in ids])

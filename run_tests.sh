@@ -22,7 +22,9 @@ fi
 export MPLBACKEND=agg PYTHONHASHSEED=0
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
-"$PY" -m pytest tests "$@"
+# Two worker processes (whole test files each, so a file's loaded models and run_all.sh runs stay in one
+# process); the notebooks below already use both cores through their own workers.
+"$PY" -m pytest -n 2 --dist loadfile tests "$@"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" "$PY" -m pytest --nbval-lax --nbval-current-env \

@@ -49,11 +49,17 @@ def no_logits(bridge):
     handle.remove()
 
 
+LONGEST_FIRST = "test_new_concept.py"  # about 90 s: started first, it does not run alone at the end
+
+
 def pytest_collection_modifyitems(items):
-    """A test that uses a loaded model is a `model` test (select with -m model, skip with -m 'not model')."""
+    """A test that uses a loaded model is a `model` test (select with -m model, skip with -m 'not model').
+    The longest test file goes first: run_tests.sh deals whole files to two worker processes
+    (pytest-xdist, --dist loadfile) in collection order."""
     for item in items:
         if "bridge" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.model)
+    items.sort(key=lambda item: item.path.name != LONGEST_FIRST)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
 """The new-concept path: `./run_all.sh --concept FILE --profile ci` runs all four notebooks on a
-user's file into runs/<concept>/ and leaves the paper's figures/ alone."""
+user's file into runs/<concept>/ and leaves the paper's figures/ alone; a bad file stops it before any
+notebook. Both runs of run_all.sh live in this file so that the test runner's worker processes
+(pytest-xdist, one file per worker) never run them side by side: each checks the staging folders."""
 
 import json
 import shutil
@@ -49,3 +51,21 @@ def test_run_all_on_a_new_concept(tmp_path):
         assert {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} == figures_before
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+def test_run_all_with_bad_concept_stops_before_any_notebook(tmp_path):
+    bad = tmp_path / "one_class.csv"
+    bad.write_text("text,label\n" + "".join(f"row {i},1\n" for i in range(30)))
+    before = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} if paths.FIGURES.exists() else {}
+    stages = set((paths.ROOT / ".cache").glob("run.*"))  # a failed run before this one may have kept its own
+    result = subprocess.run(
+        ["bash", "run_all.sh", "--concept", str(bad)], cwd=paths.ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "has only one class (label 1)" in errors[0]
+    assert ".ipynb" not in result.stderr  # validated before any notebook started
+    assert not (paths.ROOT / "runs" / "one_class").exists()
+    after = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} if paths.FIGURES.exists() else {}
+    assert after == before
+    assert stages == set((paths.ROOT / ".cache").glob("run.*"))  # no staging folder was made

@@ -14,8 +14,9 @@ probe, in nats of log-odds for the behaviour.
 
 1. **Range first.** Per (concept, layer, readout): clean AUROC, AUROC with the whole layer ablated, and the
    mean effect of the whole layer. A cell *qualifies* when its AUROC drop is at least `min_range`
-   (``RunConfig.causal_min_range``, chosen on the development concepts): elsewhere no ranking can move the
-   readout enough to be told apart from another.
+   (``RunConfig.causal_min_range``, chosen on the development concepts by `min_range_rule`: 1.96 times the
+   drop's typical bootstrap standard error on the screen texts): elsewhere no ranking can move the readout
+   enough to be told apart from another.
 2. **Paired effects.** In qualifying cells each method's top-k is kept (the rest ablated) or removed, and
    the paired per-text difference with a baseline,
 
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
 from . import ablation, activations, comparison, config, parallel, progress, rankers, readouts, theory
@@ -52,9 +54,28 @@ def effects(y: np.ndarray, clean: np.ndarray, ablated: np.ndarray) -> np.ndarray
     return (2 * np.asarray(y) - 1) * (np.asarray(ablated, dtype=float) - np.asarray(clean, dtype=float))
 
 
-def range_row(y: np.ndarray, clean: np.ndarray, whole: np.ndarray) -> dict:
-    """Clean and whole-layer-ablated AUROC, their drop, and the whole layer's mean per-text effect (with its
-    standard deviation over texts, and as a fraction of the clean class difference D = mean s|1 - mean s|0)."""
+def auroc_drop_se(y: np.ndarray, clean: np.ndarray, whole: np.ndarray, n_boot: int = 1000, seed: int = 0) -> float:
+    """Bootstrap standard error of the AUROC drop AUROC(clean) - AUROC(whole layer ablated) over texts.
+
+    Stratified and paired: each resample draws label-1 and label-0 texts separately (with replacement, the
+    class sizes kept) and scores the same texts both ways. AUROC = U / (n1 n0), U the Mann-Whitney statistic
+    (``scipy.stats.mannwhitneyu``, vectorised over the resamples; ties count one half, as in roc_auc_score)."""
+    y = np.asarray(y)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rng = np.random.default_rng(seed)
+    ip, ineg = pos[rng.integers(0, len(pos), (n_boot, len(pos)))], neg[rng.integers(0, len(neg), (n_boot, len(neg)))]
+
+    def auroc(s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, dtype=float)
+        return mannwhitneyu(s[ip], s[ineg], axis=1, method="asymptotic").statistic / (len(pos) * len(neg))
+
+    return float((auroc(clean) - auroc(whole)).std(ddof=1))
+
+
+def range_row(y: np.ndarray, clean: np.ndarray, whole: np.ndarray, seed: int = 0) -> dict:
+    """Clean and whole-layer-ablated AUROC, their drop (with its bootstrap standard error over texts,
+    `auroc_drop_se`), and the whole layer's mean per-text effect (with its standard deviation over texts,
+    and as a fraction of the clean class difference D = mean s|1 - mean s|0)."""
     e = effects(y, clean, whole)
     signal = float(clean[y == 1].mean() - clean[y == 0].mean())
     auc_clean, auc_whole = roc_auc_score(y, clean), roc_auc_score(y, whole)
@@ -62,10 +83,25 @@ def range_row(y: np.ndarray, clean: np.ndarray, whole: np.ndarray) -> dict:
         clean_auroc=float(auc_clean),
         ablated_auroc=float(auc_whole),
         auroc_drop=float(auc_clean - auc_whole),
+        auroc_drop_se=auroc_drop_se(y, clean, whole, seed=seed),
         effect=float(e.mean()),
         effect_sd=float(e.std(ddof=1)),
         signal_drop=float(1 - (whole[y == 1].mean() - whole[y == 0].mean()) / signal),
     )
+
+
+def min_range_rule(dev_ranges: pd.DataFrame, z: float = 1.96, ceiling: float = 0.99) -> float:
+    """The qualifying threshold that development cells imply: z times the median bootstrap standard error of
+    the whole-layer AUROC drop (`auroc_drop_se`) over the development (concept, layer, readout) cells whose
+    clean AUROC is below `ceiling`, rounded up to 0.01. A smaller drop is within the screen's sampling noise:
+    ablating the whole layer is then not told apart from doing nothing, let alone one top-k subset from
+    another. Cells at the ceiling are left out: when nothing moves there, their standard error is zero by
+    construction and says nothing about how noisy a drop would be. ``config.CAUSAL_MIN_RANGE`` holds the
+    value on the paper run's development concepts (notebook 03 reprints the derivation)."""
+    rows = dev_ranges[dev_ranges["clean_auroc"] < ceiling]
+    if not len(rows):
+        raise ValueError(f"no development cell below AUROC {ceiling}: the threshold is chosen on development concepts")
+    return float(np.ceil(round(z * float(rows["auroc_drop_se"].median()) * 100, 9)) / 100)
 
 
 def qualifying(table: pd.DataFrame, min_range: float) -> pd.DataFrame:
@@ -183,7 +219,13 @@ def range_table(bridge, cfg: config.RunConfig, runs: dict[str, ConceptRun], laye
         (scores,) = _scores(bridge, cfg, run, layer, [whole])
         for r in run.readouts:
             rows.append(
-                dict(concept=name, layer=layer, readout=r, n=len(run.y), **range_row(run.y, run.clean[r], scores[r]))
+                dict(
+                    concept=name,
+                    layer=layer,
+                    readout=r,
+                    n=len(run.y),
+                    **range_row(run.y, run.clean[r], scores[r], seed=cfg.seed),
+                )
             )
     table = pd.DataFrame(rows)
     table["qualifies"] = table[cfg.causal_range_measure] >= cfg.causal_min_range

@@ -86,6 +86,34 @@ def test_effects_are_signed_toward_the_label():
     assert causal.qualifying(table, 0.05).index.tolist() == [1]
 
 
+def test_auroc_drop_se_is_zero_without_a_drop_and_matches_a_plain_bootstrap(rng):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.repeat([0, 1], 40)
+    clean = y + rng.normal(size=80)
+    assert causal.auroc_drop_se(y, clean, clean.copy()) == 0.0
+    whole = 0.5 * clean + rng.normal(size=80)
+    se = causal.auroc_drop_se(y, clean, whole, n_boot=2000, seed=1)
+    # the same stratified, paired bootstrap written with roc_auc_score, on other draws: close, not equal
+    pos, neg, r = np.flatnonzero(y == 1), np.flatnonzero(y == 0), np.random.default_rng(7)
+    drops = []
+    for _ in range(2000):
+        idx = np.concatenate([r.choice(neg, len(neg)), r.choice(pos, len(pos))])
+        drops.append(roc_auc_score(y[idx], clean[idx]) - roc_auc_score(y[idx], whole[idx]))
+    assert se == pytest.approx(np.std(drops, ddof=1), rel=0.1) and se > 0.01
+    assert causal.range_row(y, clean, whole)["auroc_drop_se"] == causal.auroc_drop_se(y, clean, whole)
+
+
+def test_min_range_rule_uses_development_cells_below_the_ceiling():
+    table = pd.DataFrame(dict(clean_auroc=[1.0, 1.0, 0.9, 0.8, 0.7], auroc_drop_se=[0.0, 0.0, 0.010, 0.016, 0.030]))
+    assert causal.min_range_rule(table) == 0.04  # 1.96 x 0.016 = 0.031, rounded up to 0.04
+    assert causal.min_range_rule(table, z=1.0) == 0.02
+    with pytest.raises(ValueError, match="no development cell below AUROC 0.99"):
+        causal.min_range_rule(table[table.clean_auroc == 1.0])
+    assert config.make_config(model="smollm2-135m").causal_min_range == config.CAUSAL_MIN_RANGE["smollm2-135m"]
+    assert config.make_config(model="some-org/other-model").causal_min_range == config.RunConfig.causal_min_range
+
+
 def _arm_effects(rng, n=200, advantage=0.3, concepts=("a", "b", "c", "d", "e", "f", "g")):
     """Per-text effects of a toy arm in which `ours` removes `advantage` x the whole layer's effect more than
     `base` and keeps that much more; `same` equals `ours` exactly."""

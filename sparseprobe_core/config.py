@@ -61,7 +61,7 @@ PROFILES: dict[str, dict] = {
         require_peers=True,
         planted_ns=(200, 400, 1000),
         planted_study_seeds=3,
-        selection_layer_fractions=(0.5,),
+        selection_layer_fractions=(0.25, 0.5, 0.75),  # notebook 03's verdict layers: early, middle, late
     ),
     "ci": dict(
         n_per_class=60,

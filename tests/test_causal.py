@@ -108,7 +108,7 @@ def test_min_range_rule_uses_development_cells_below_the_ceiling():
     table = pd.DataFrame(dict(clean_auroc=[1.0, 1.0, 0.9, 0.8, 0.7], auroc_drop_se=[0.0, 0.0, 0.010, 0.016, 0.030]))
     assert causal.min_range_rule(table) == 0.04  # 1.96 x 0.016 = 0.031, rounded up to 0.04
     assert causal.min_range_rule(table, z=1.0) == 0.02
-    with pytest.raises(ValueError, match="no development cell below AUROC 0.99"):
+    with pytest.raises(ValueError, match=r"no development cell below AUROC 0\.99"):
         causal.min_range_rule(table[table.clean_auroc == 1.0])
     assert config.make_config(model="smollm2-135m").causal_min_range == config.CAUSAL_MIN_RANGE["smollm2-135m"]
     assert config.make_config(model="some-org/other-model").causal_min_range == config.RunConfig.causal_min_range

@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -417,16 +417,26 @@ def collect(
 
 
 def layer_activations(
-    bridge, model_name: str, texts, layers: list[int], *, final_resid: bool = False, **kw
+    bridge,
+    model_name: str,
+    texts,
+    layers: list[int],
+    *,
+    final_resid: bool = False,
+    also: Sequence[str] = (),
+    **kw,
 ) -> dict[int | str, tuple[np.ndarray, np.ndarray] | np.ndarray]:
     """`{layer: (A, M)}`: hidden activations (n, d_mlp) and MLP outputs (n, d_model) at the probed token,
     plus the final-layer residual (n, d_model) under the key "final" when `final_resid`.
 
     M is the MLP's own output (`MLP_OUT`), so M = A W_out + b_out on every model; see
-    `post_norm_activations` for what a post-norm block (Gemma) writes instead."""
+    `post_norm_activations` for what a post-norm block (Gemma) writes instead. `also`: more hook names
+    collected in the same forward pass, into the cache only (a later call reads them without a pass of its
+    own; they are not returned)."""
     hooks = [name.format(layer=layer) for layer in layers for name in (HIDDEN, MLP_OUT)]
     final = RESID_POST.format(layer=bridge.cfg.n_layers - 1)
-    acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []), **kw)
+    extra = [h for h in also if h not in hooks and h != final]
+    acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []) + extra, **kw)
     out: dict = {layer: (acts[HIDDEN.format(layer=layer)], acts[MLP_OUT.format(layer=layer)]) for layer in layers}
     if final_resid:
         out["final"] = acts[final]

@@ -127,6 +127,25 @@ def test_cache_hit_and_corruption_recovery(bridge, model_name, tmp_path, monkeyp
     np.testing.assert_array_equal(again, first)  # the same batches: the same numbers
 
 
+def test_also_collects_more_hooks_in_the_same_pass(bridge, model_name, tmp_path, monkeypatch):
+    """`layer_activations(also=...)` stores the extra hooks from its own forward pass: a later
+    `post_norm_activations` of those layers reads everything from the cache and runs no pass."""
+    monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
+    post = activations.MLP_POST_NORM.format(layer=1)
+    got = activations.layer_activations(bridge, model_name, TEXTS, [1, 2], also=[post])
+    assert set(got) == {1, 2}  # the extra hook is not returned
+    computed = activations.collect(bridge, model_name, TEXTS, [post], use_cache=False)[post]
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a forward pass ran for hooks that the first call collected")
+
+    monkeypatch.setattr(activations, "iter_last_token", no_pass)
+    a, m, p = activations.post_norm_activations(bridge, model_name, TEXTS, [1])[1]
+    np.testing.assert_array_equal(m, got[1][1])
+    np.testing.assert_array_equal(a, got[1][0])
+    np.testing.assert_allclose(p, computed, rtol=1e-5, atol=1e-6)
+
+
 def test_cache_entries_are_keyed_by_hook_name(bridge, model_name, tmp_path, monkeypatch):
     """An entry written under the old MLP-output hook (hook_mlp_out) is never read as MLP_OUT
     (mlp.hook_out): on Gemma 3 they are different tensors. It stays valid for MLP_POST_NORM."""

@@ -411,25 +411,34 @@ class DownstreamRunner:
         )
         out: list[np.ndarray] = []
         hooks = self._hooks(np.tile(group, (n_rows, 1)), fill, out)
+        resid = self._run_layers(
+            hooks,
+            out,
+            start,
+            **feed,
+            attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
+            position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
+            past_key_values=repeated,
+            use_cache=True,
+        )
+        return resid.reshape(n_rows, S, -1)
+
+    def _run_layers(self, hooks: list, out: list, start: int, **inputs) -> np.ndarray:
+        """Run the decoder's layers from `start` on under `hooks` (whose read hook appends to `out`) and
+        return what the read hook recorded, which must be exactly one array."""
         with (
             torch.no_grad(),
             torch_threads(self.threads),
             self.bridge.hooks(fwd_hooks=hooks),
             decoder_layers_from(self.decoder, start),
         ):
-            self.decoder(
-                **feed,
-                attention_mask=inputs["attention_mask"].repeat_interleave(S, dim=0),
-                position_ids=inputs["position_ids"][:, -1:].repeat_interleave(S, dim=0),
-                past_key_values=repeated,
-                use_cache=True,
-            )
+            self.decoder(**inputs)
         if len(out) != 1:
             raise RuntimeError(
                 f"the read hook {self.read} fired {len(out)} times for one batch; "
                 "the bridge's hooks did not run inside the HF model"
             )
-        return out[0].reshape(n_rows, S, -1)
+        return out[0]
 
     def final_resid(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """(n, d_model) final residual at the probed token, prefix keys/values reused from the clean run."""
@@ -601,18 +610,16 @@ class AllPositionsRunner(DownstreamRunner):
         feed = dict(input_ids=rep["input_ids"]) if start == 0 else dict(inputs_embeds=entry.repeat_interleave(S, dim=0))
         out: list[np.ndarray] = []
         hooks = self._all_hooks(np.tile(group, (n_rows, 1)), fill, text_positions(rep, self.bos), out)
-        with (
-            torch.no_grad(),
-            torch_threads(self.threads),
-            self.bridge.hooks(fwd_hooks=hooks),
-            decoder_layers_from(self.decoder, start),
-        ):
-            self.decoder(
-                **feed, attention_mask=rep["attention_mask"], position_ids=rep["position_ids"], use_cache=False
-            )
-        if len(out) != 1:
-            raise RuntimeError(f"the read hook {self.read} fired {len(out)} times for one batch")
-        return out[0].reshape(n_rows, S, -1)
+        resid = self._run_layers(
+            hooks,
+            out,
+            start,
+            **feed,
+            attention_mask=rep["attention_mask"],
+            position_ids=rep["position_ids"],
+            use_cache=False,
+        )
+        return resid.reshape(n_rows, S, -1)
 
     def final_resid_naive(self, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """The same quantity by re-running every full sequence through every layer with the ablation hook

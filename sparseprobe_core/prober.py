@@ -483,11 +483,25 @@ class _Walk:
     ranking: np.ndarray
 
 
-def _check_path_grid(n_strengths: int, c_max_ratio: float) -> None:
+def _path_inputs(
+    A, y, weighting: str, W_out, direction, n_strengths: int, c_max_ratio: float, standardize: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate the training rows and settings of a path (``path_ranking``, ``prober_path``): returns
+    (A as float64, the two classes, y as 0/1, W_out, direction)."""
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2:
+        raise ValueError(f"A has shape {A.shape}; pass 2-D activations (n, d_mlp)")
+    _check_finite(A)
+    y = np.asarray(y)
+    if y.shape != (A.shape[0],):
+        raise ValueError(f"y has shape {y.shape} for {A.shape[0]} rows; pass one label per row")
+    classes, y01 = _binary_labels(y)
     if n_strengths < 2 or not c_max_ratio > 1:
         raise ValueError(
             f"n_strengths={n_strengths}, c_max_ratio={c_max_ratio}; pass n_strengths >= 2 and c_max_ratio > 1"
         )
+    W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
+    return A, classes, y01, W_out, direction
 
 
 def _walk_path(
@@ -550,16 +564,7 @@ def path_ranking(
 
     Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
     held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
-    A = np.asarray(A, dtype=np.float64)
-    if A.ndim != 2:
-        raise ValueError(f"A has shape {A.shape}; pass 2-D activations (n, d_mlp)")
-    _check_finite(A)
-    y = np.asarray(y)
-    if y.shape != (A.shape[0],):
-        raise ValueError(f"y has shape {y.shape} for {A.shape[0]} rows; pass one label per row")
-    _, y01 = _binary_labels(y)
-    _check_path_grid(n_strengths, c_max_ratio)
-    W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
+    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
     walk = _walk_path(
         A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
     )
@@ -594,29 +599,24 @@ def prober_path(
     largest C (the next to enter first); remaining ties by neuron index. ``path_ranking`` gives the
     same ranking without held-out rows.
     """
-    A = np.asarray(A, dtype=np.float64)
+    A, classes, y01, W_out, direction = _path_inputs(
+        A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize
+    )
     A_val = np.asarray(A_val, dtype=np.float64)
-    if A.ndim != 2 or A_val.ndim != 2 or A_val.shape[1] != A.shape[1]:
+    if A_val.ndim != 2 or A_val.shape[1] != A.shape[1]:
         raise ValueError(
             f"A has shape {A.shape} and A_val {A_val.shape}; pass 2-D activations of "
             "the same neurons (same d_mlp columns)"
         )
-    _check_finite(A)
     _check_finite(A_val, "A_val")
-    y, y_val = np.asarray(y), np.asarray(y_val)
-    if y.shape != (A.shape[0],) or y_val.shape != (A_val.shape[0],):
-        raise ValueError(
-            f"y has shape {y.shape} and y_val {y_val.shape} for {A.shape[0]} and "
-            f"{A_val.shape[0]} rows; pass one label per row"
-        )
-    classes, y01 = _binary_labels(y)
+    y_val = np.asarray(y_val)
+    if y_val.shape != (A_val.shape[0],):
+        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label per row")
     if not np.all(np.isin(y_val, classes)) or np.unique(y_val).shape[0] < 2:
         raise ValueError(
             f"y_val must contain both training classes {classes.tolist()} for AUROC; use a stratified split"
         )
     yv01 = (y_val == classes[1]).astype(np.int64)
-    _check_path_grid(n_strengths, c_max_ratio)
-    W_out, direction = _check_config(weighting, W_out, direction, standardize, A.shape[1])
     walk = _walk_path(
         A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
     )

@@ -435,8 +435,8 @@ def layer_activations(
     own; they are not returned)."""
     hooks = [name.format(layer=layer) for layer in layers for name in (HIDDEN, MLP_OUT)]
     final = RESID_POST.format(layer=bridge.cfg.n_layers - 1)
-    extra = [h for h in also if h not in hooks and h != final]
-    acts = collect(bridge, model_name, list(texts), hooks + ([final] if final_resid else []) + extra, **kw)
+    wanted = hooks + ([final] if final_resid else [])
+    acts = collect(bridge, model_name, list(texts), wanted + [h for h in also if h not in wanted], **kw)
     out: dict = {layer: (acts[HIDDEN.format(layer=layer)], acts[MLP_OUT.format(layer=layer)]) for layer in layers}
     if final_resid:
         out["final"] = acts[final]

@@ -132,8 +132,9 @@ def test_also_collects_more_hooks_in_the_same_pass(bridge, model_name, tmp_path,
     `post_norm_activations` of those layers reads everything from the cache and runs no pass."""
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
     post = activations.MLP_POST_NORM.format(layer=1)
-    got = activations.layer_activations(bridge, model_name, TEXTS, [1, 2], also=[post])
-    assert set(got) == {1, 2}  # the extra hook is not returned
+    final = activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)
+    got = activations.layer_activations(bridge, model_name, TEXTS, [1, 2], also=[post, final])
+    assert set(got) == {1, 2}  # the extra hooks are not returned
     computed = activations.collect(bridge, model_name, TEXTS, [post], use_cache=False)[post]
 
     def no_pass(*args, **kwargs):
@@ -141,6 +142,10 @@ def test_also_collects_more_hooks_in_the_same_pass(bridge, model_name, tmp_path,
 
     monkeypatch.setattr(activations, "iter_last_token", no_pass)
     a, m, p = activations.post_norm_activations(bridge, model_name, TEXTS, [1])[1]
+    assert activations.layer_activations(bridge, model_name, TEXTS, [2], final_resid=True)["final"].shape == (
+        len(TEXTS),
+        bridge.cfg.d_model,
+    )
     np.testing.assert_array_equal(m, got[1][1])
     np.testing.assert_array_equal(a, got[1][0])
     np.testing.assert_allclose(p, computed, rtol=1e-5, atol=1e-6)

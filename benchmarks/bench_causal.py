@@ -33,6 +33,7 @@ Loads the embedded model (not timed); the clean activations come from the activa
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -53,6 +54,19 @@ def timed(out: dict, name: str):
     wall, cpu = time.perf_counter(), time.process_time()
     yield
     out[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def run_both(make_runner, keeps, fill, chunk: int, n_naive: int):
+    """Build a runner (its clean pass), run every setting through it, and the first `n_naive` settings
+    naively; returns (runner, fast, naive, {"clean" | "runner" | "naive": (wall, cpu)})."""
+    t: dict[str, tuple[float, float]] = {}
+    with timed(t, "clean"):
+        runner = make_runner()
+    with timed(t, "runner"):
+        fast = runner.final_resid_many(keeps, fill, chunk=chunk)
+    with timed(t, "naive"):
+        naive = [runner.final_resid_naive(keep, fill) for keep in keeps[:n_naive]]
+    return runner, fast, naive, t
 
 
 def main(model: str, concept: str, n_texts: int, fractions: list[float], threads: int, n_naive: int, chunk: int,
@@ -78,13 +92,13 @@ def main(model: str, concept: str, n_texts: int, fractions: list[float], threads
             for mode in ("keep", "remove")
         ]
         fill = ablation.fill_values(A_train, "mean")
-        t: dict[str, tuple[float, float]] = {}
-        with timed(t, "clean"):
-            runner = ablation.AllPositionsRunner(bridge, run.token_ids, layer, batch_size=batch)
-        with timed(t, "runner"):
-            fast = runner.final_resid_many(keeps, fill, chunk=chunk)
-        with timed(t, "naive"):
-            naive = [runner.final_resid_naive(keep, fill) for keep in keeps[:n_naive]]
+        runner, fast, naive, t = run_both(
+            functools.partial(ablation.AllPositionsRunner, bridge, run.token_ids, layer, batch_size=batch),
+            keeps,
+            fill,
+            chunk,
+            n_naive,
+        )
         with tempfile.TemporaryDirectory() as folder:
             os.environ["SPARSEPROBE_CACHE"] = folder
             ablation.ablated_final_resid(
@@ -120,20 +134,21 @@ def main(model: str, concept: str, n_texts: int, fractions: list[float], threads
             f"{all(np.array_equal(w, f) for w, f in zip(warm, fast))}; bound N / (N - L) = "
             f"{n_layers / (n_layers - runner.start):.1f}x"
         )
-        with timed(t, "last clean"):
-            last = ablation.DownstreamRunner(bridge, run.token_ids, layer, batch_size=batch)
-        with timed(t, "last runner"):
-            fast_last = last.final_resid_many(keeps, fill, chunk=chunk)
-        with timed(t, "last naive"):
-            naive_last = [last.final_resid_naive(keep, fill) for keep in keeps[:n_naive]]
-        wall_last = (t["last naive"][0] / n_naive, t["last runner"][0] / S)
-        cpu_last = (t["last naive"][1] / n_naive, t["last runner"][1] / S)
+        last, fast_last, naive_last, t_last = run_both(
+            functools.partial(ablation.DownstreamRunner, bridge, run.token_ids, layer, batch_size=batch),
+            keeps,
+            fill,
+            chunk,
+            n_naive,
+        )
+        wall_last = (t_last["naive"][0] / n_naive, t_last["runner"][0] / S)
+        cpu_last = (t_last["naive"][1] / n_naive, t_last["runner"][1] / S)
         diff_last = max(np.abs(f - n).max() for f, n in zip(fast_last, naive_last))
         print(
             f"  probed token only (positions='last', {'prefix reused' if last.start else 'every layer run'}): "
             f"naive {wall_last[0]:.2f} s, runner {wall_last[1]:.3f} s wall per setting; ratio "
             f"{wall_last[0] / wall_last[1]:.1f}x wall, {cpu_last[0] / cpu_last[1]:.1f}x CPU (target >= 5x); "
-            f"clean pass {t['last clean'][0]:.1f} s; same final residual: max |difference| {diff_last:.1e}"
+            f"clean pass {t_last['clean'][0]:.1f} s; same final residual: max |difference| {diff_last:.1e}"
         )
 
 

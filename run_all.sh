@@ -63,12 +63,14 @@ neurox==1.0.9"
 
 # Run "$@" (quiet but long, e.g. pip) and say every 30 s that it is still running, so that no step
 # sits silent; the reporting loop stops with the command, or with this script if it is interrupted.
+# Its sleep holds no copy of our output: a reader of a pipe (`./run_all.sh | tee log`, a test's
+# captured output) would otherwise wait up to 30 s after the end for the orphaned sleep to exit.
 with_heartbeat() {
   local what=$1 beat rc=0
   shift
   (
     start=$SECONDS
-    while sleep 30 && kill -0 $$ 2>/dev/null; do
+    while sleep 30 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do
       echo "   ... still $what ($(((SECONDS - start) / 60)):$(printf %02d $(((SECONDS - start) % 60))))" >&2
     done
   ) &

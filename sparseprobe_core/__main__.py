@@ -1,8 +1,8 @@
 """Command line: ``sparseprobe rank ...`` (also ``python -m sparseprobe_core``); see ``--help``.
 
 Exit status: 0 success, 1 a data or run-time error (one ``error:`` line saying what to fix), 2 a usage
-error (argparse's convention). The plumbing that ``run_all.sh`` calls (execute, check-concept) is not
-listed in the help.
+error (argparse's convention). The plumbing that ``run_all.sh`` calls (execute, check-concept, prepare-models)
+is not listed in the help.
 """
 
 from __future__ import annotations
@@ -334,6 +334,30 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
     shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / manifest.MANIFEST)
 
 
+def _dequantize(name: str) -> str:
+    from . import models
+
+    models._dequantized_copy(models.EMBEDDED[name])
+    return name
+
+
+def _cmd_prepare_models(args: argparse.Namespace) -> None:
+    """De-quantize every embedded model without its float32 copy yet, side by side in one process each (a
+    de-quantization runs on one core: about 20 s SmolLM2, 50 s Gemma 3 on 2 cores), so that later loads only
+    read the copy, e.g. the test command's two workers, which would otherwise each make their own."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import models
+
+    todo = [n for n, m in models.EMBEDDED.items() if not (models._copy_folder(m) / "model.safetensors").is_file()]
+    if not todo:
+        return
+    print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=len(todo)) as pool:
+        for name in pool.map(_dequantize, todo):
+            print(f"  {name}: {models._copy_folder(models.EMBEDDED[name]).relative_to(paths.ROOT)}", file=sys.stderr)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .models import DTYPES
 
@@ -387,6 +411,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--copy-to", default="")
     c.set_defaults(func=_cmd_check_concept)
+    sub.add_parser("prepare-models").set_defaults(func=_cmd_prepare_models)
     return parser
 
 

@@ -99,13 +99,25 @@ def test_rank_unknown_model_offline(small_concept):
 def test_help_version_and_hidden_plumbing():
     top = _cli("--help")
     assert top.returncode == 0 and "rank" in top.stdout
-    assert "execute" not in top.stdout and "check-concept" not in top.stdout
+    assert not {"execute", "check-concept", "prepare-models"} & set(top.stdout.split())
     rank_help = _cli("rank", "--help").stdout
     assert "sparse_prober_contribution" in rank_help and "f_stat" in rank_help  # --method lists its choices
     version = _cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("sparseprobe ")
     usage = subprocess.run(["bash", "run_all.sh", "--help"], cwd=paths.ROOT, capture_output=True, text=True)
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: ./run_all.sh") and "--concept FILE" in usage.stdout
+
+
+def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
+    """run_all.sh's set-up de-quantizes the embedded models once; a second call finds every copy and is silent."""
+    from sparseprobe_core import models
+
+    first = _cli("prepare-models")
+    assert first.returncode == 0, first.stderr[-2000:]
+    for model in models.EMBEDDED.values():
+        assert (models._copy_folder(model) / "model.safetensors").is_file()
+    again = _cli("prepare-models")
+    assert again.returncode == 0 and again.stderr == "" and again.stdout == ""
 
 
 def test_console_script_is_installed():

@@ -4,6 +4,7 @@ half-written; an interrupted activation run leaves a usable cache."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -11,17 +12,34 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 
+from sparseprobe_core import __main__ as cli
 from sparseprobe_core import activations, concepts, config, paths
 
 PY = sys.executable
 
 
+def _main(*args, env=None) -> subprocess.CompletedProcess:
+    """`python -m sparseprobe_core ARGS` run in this process (its `main`; argparse's usage errors exit 2), so
+    a test pays no second start-up of torch and transformers. The entry point itself, and what must be set
+    before those are imported (HF_HUB_OFFLINE), go through a real process: `_cli`."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env or {}), redirect_stdout(out), redirect_stderr(err):
+        try:
+            status = cli.main(list(args))
+        except SystemExit as exit_:
+            status = exit_.code
+    return subprocess.CompletedProcess(["sparseprobe", *args], status, out.getvalue(), err.getvalue())
+
+
 def _cli(*args, env=None, timeout=600):
+    """`python -m sparseprobe_core ARGS` in a new process."""
     return subprocess.run(
         [PY, "-m", "sparseprobe_core", *args],
         cwd=paths.ROOT,
@@ -68,17 +86,17 @@ def small_concept(tmp_path_factory):
     ],
 )
 def test_rank_usage_errors_exit_2(args, pattern):
-    _usage_error(_cli("rank", *args), pattern)
+    _usage_error(_main("rank", *args), pattern)
 
 
 def test_rank_missing_file_exits_1():
-    _one_error_line(_cli("rank", "--concept", "missing.csv", "--layer", "1"), "cannot be read")
+    _one_error_line(_main("rank", "--concept", "missing.csv", "--layer", "1"), "cannot be read")
 
 
 def test_rank_bad_file_content(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,label\nhello,1\n")
-    _one_error_line(_cli("rank", "--concept", str(bad), "--layer", "1"), "needs columns 'text,label'")
+    _one_error_line(_main("rank", "--concept", str(bad), "--layer", "1"), "needs columns 'text,label'")
 
 
 @pytest.mark.model
@@ -100,9 +118,9 @@ def test_help_version_and_hidden_plumbing():
     top = _cli("--help")
     assert top.returncode == 0 and "rank" in top.stdout
     assert not {"execute", "check-concept", "prepare-models"} & set(top.stdout.split())
-    rank_help = _cli("rank", "--help").stdout
+    rank_help = _main("rank", "--help").stdout
     assert "sparse_prober_contribution" in rank_help and "f_stat" in rank_help  # --method lists its choices
-    version = _cli("--version")
+    version = _main("--version")
     assert version.returncode == 0 and version.stdout.startswith("sparseprobe ")
     usage = subprocess.run(["bash", "run_all.sh", "--help"], cwd=paths.ROOT, capture_output=True, text=True)
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: ./run_all.sh") and "--concept FILE" in usage.stdout
@@ -136,7 +154,7 @@ def test_console_script_is_installed():
     ],
 )
 def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern):
-    _one_error_line(_cli("rank", "--concept", str(small_concept), *args), pattern)
+    _one_error_line(_main("rank", "--concept", str(small_concept), *args), pattern)
 
 
 @pytest.mark.model
@@ -145,7 +163,7 @@ def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model):
     chosen = ["--model", model] if model else []
     args = ["rank", "--concept", str(small_concept), "--layer", "3", "--k", "5", "--json", *chosen]
     env = {"SPARSEPROBE_CACHE": str(tmp_path)}
-    result = _cli(*args, "--method", "mean_diff", env=env)
+    result = _main(*args, "--method", "mean_diff", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
     assert out["model"] == (model or "smollm2-135m")
@@ -155,7 +173,7 @@ def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model):
     assert np.all(np.diff([n["score"] for n in native]) <= 0)  # mean_diff's own statistic, descending
     # |E[a|1] - E[a|0]| is mean_diff's score, and the printed class shift is that difference
     assert all(n["score"] == pytest.approx(abs(n["delta_a"]), rel=1e-5) for n in native)
-    ours = json.loads(_cli(*args, env=env).stdout)["neurons"]  # the prober: an order, so no rank-index "score"
+    ours = json.loads(_main(*args, env=env).stdout)["neurons"]  # the prober: an order, so no rank-index "score"
     assert "score" not in ours[0] and all(np.isfinite(n["contribution"]) for n in ours)
 
 
@@ -171,7 +189,7 @@ def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):
     rows = "".join(f"zero {i},0\n" for i in range(25)) + "".join(f"one {i},1.0\n" for i in range(25))
     src.write_text("Text,Label\n" + rows + "one 3,1\none 4,1\n")
     dest = tmp_path / "copy.csv"
-    result = _cli("check-concept", str(src), "--copy-to", str(dest))
+    result = _main("check-concept", str(src), "--copy-to", str(dest))
     assert result.returncode == 0, result.stderr
     assert "dropped 2 repeated row(s)" in result.stderr and "50 texts (25 label 1 / 25 label 0)" in result.stderr
     assert dest.read_bytes() == src.read_bytes()

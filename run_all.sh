@@ -105,9 +105,10 @@ if [ "$report_only" = 1 ]; then
 fi
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
 with_heartbeat "building the local concepts" "$PY" data/build_concepts.py --local
-# The embedded models' float32 copies, both at once (each de-quantization runs on one core); after this a
-# notebook or test only reads them. The transformers' per-tensor bar stays off the terminal.
-TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models
+# The embedded models' float32 copies, side by side (each de-quantization runs on one core); after this a
+# notebook or test only reads them. Only --model's, if given (none for a hub model). The transformers'
+# per-tensor bar stays off the terminal.
+TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models ${model:+"$model"}
 [ "$setup_only" = 1 ] && exit 0
 
 if [ -n "$concept" ]; then

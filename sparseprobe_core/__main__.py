@@ -342,14 +342,16 @@ def _dequantize(name: str) -> str:
 
 
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
-    """De-quantize every embedded model without its float32 copy yet, side by side in one process each (a
-    de-quantization runs on one core: about 20 s SmolLM2, 50 s Gemma 3 on 2 cores), so that later loads only
-    read the copy, e.g. the test command's two workers, which would otherwise each make their own."""
+    """De-quantize the embedded models named (default: all) that have no float32 copy yet, side by side in one
+    process each (a de-quantization runs on one core: about 20 s SmolLM2, 50 s Gemma 3 on 2 cores), so that
+    later loads only read the copy, e.g. the test command's two workers, which would otherwise each make their
+    own. A hub model's name is skipped: it has nothing to de-quantize."""
     from concurrent.futures import ProcessPoolExecutor
 
     from . import models
 
-    todo = [n for n, m in models.EMBEDDED.items() if not (models._copy_folder(m) / "model.safetensors").is_file()]
+    names = [n for n in args.models if n in models.EMBEDDED] if args.models else list(models.EMBEDDED)
+    todo = [n for n in names if not (models._copy_folder(models.EMBEDDED[n]) / "model.safetensors").is_file()]
     if not todo:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
@@ -411,7 +413,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--copy-to", default="")
     c.set_defaults(func=_cmd_check_concept)
-    sub.add_parser("prepare-models").set_defaults(func=_cmd_prepare_models)
+    pm = sub.add_parser("prepare-models")
+    pm.add_argument("models", nargs="*", help="model names (default: every embedded model)")
+    pm.set_defaults(func=_cmd_prepare_models)
     return parser
 
 

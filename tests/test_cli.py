@@ -136,6 +136,8 @@ def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
         assert (models._copy_folder(model) / "model.safetensors").is_file()
     again = _cli("prepare-models")
     assert again.returncode == 0 and again.stderr == "" and again.stdout == ""
+    hub = _cli("prepare-models", "no-org/a-hub-model")  # run_all.sh --model NAME: a hub model has nothing to do
+    assert hub.returncode == 0 and hub.stderr == ""
 
 
 def test_console_script_is_installed():

@@ -255,8 +255,13 @@ def compare_numbers(reference: dict, measured: dict, prefix: str = "") -> list[s
 
 def clean_notebook(path: Path) -> None:
     """Strip what differs between runs and machines from an executed notebook: timestamps, durations,
-    random cell ids, memory addresses, and the repository's absolute path (e.g. in library warnings)."""
+    random cell ids, memory addresses, the repository's absolute path (e.g. in library warnings), and where
+    the kernel happened to flush a cell's printed text (consecutive stream outputs are merged, as a reader
+    sees them: nbconvert's CoalesceStreamsPreprocessor)."""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
     nb = nbformat.read(path, as_version=4)
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
 
     def scrub(text: str) -> str:
         return _VOLATILE.sub("0x…", text.replace(str(paths.ROOT), "<repo>"))

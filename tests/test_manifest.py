@@ -82,6 +82,24 @@ def test_clean_notebook_strips_timestamps_and_addresses(tmp_path):
     assert str(paths.ROOT) not in text and "<repo>/.venv/x.py" in text
 
 
+def test_clean_notebook_merges_text_the_kernel_flushed_in_pieces(tmp_path):
+    """Where a kernel flushes a cell's printed lines differs from run to run; the stored notebook does not."""
+    book = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", text="a\n"),
+        nbformat.v4.new_output("stream", text="b\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="w\n"),
+        nbformat.v4.new_output("stream", text="c\n"),
+    ]
+    book.cells = [cell]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(book, path)
+    manifest.clean_notebook(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
+
+
 def test_code_hash_ignores_docstrings_and_comments_not_code():
     src = 'def f(x):\n    """Add one."""\n    return x + 1  # one\n'
     same = 'def f(x):\n    """Add one to x, as the paper says."""\n    # a comment\n    return x + 1\n'

@@ -166,7 +166,12 @@ def test_cache_entries_are_keyed_by_hook_name(bridge, model_name, tmp_path, monk
 
 
 def test_unknown_model_offline_is_one_line(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable when first imported; once an earlier test has imported it, only its
+    # constant makes this process offline (else the hub is asked, with five retries: about 23 s here)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(models.ModelLoadError, match="cannot be fetched offline") as err:
         models.load_model("no-such-org/no-such-model-xyz")
     assert "\n" not in str(err.value) and "gemma3-270m" in str(err.value)

@@ -334,11 +334,10 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
     shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / manifest.MANIFEST)
 
 
-def _dequantize(name: str) -> str:
+def _dequantize(name: str) -> Path:
     from . import models
 
-    models._dequantized_copy(models.EMBEDDED[name])
-    return name
+    return models._dequantized_copy(models.EMBEDDED[name])
 
 
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
@@ -356,8 +355,8 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=len(todo)) as pool:
-        for name in pool.map(_dequantize, todo):
-            print(f"  {name}: {models._copy_folder(models.EMBEDDED[name]).relative_to(paths.ROOT)}", file=sys.stderr)
+        for name, folder in zip(todo, pool.map(_dequantize, todo)):
+            print(f"  {name}: {folder.relative_to(paths.ROOT)}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,8 +23,9 @@ export MPLBACKEND=agg PYTHONHASHSEED=0
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 # Two worker processes (whole test files each, so a file's loaded models and run_all.sh runs stay in one
-# process); the notebooks below already use both cores through their own workers.
-"$PY" -m pytest -n 2 --dist loadfile tests "$@"
+# process), the longest files first (tests/conftest.py orders them; xdist would deal files by their number of
+# tests); the notebooks below already use both cores through their own workers.
+"$PY" -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests "$@"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" "$PY" -m pytest --nbval-lax --nbval-current-env \

@@ -73,14 +73,15 @@ def no_logits(bridge):
 
 
 # The longest files, longest first (summed test times of `pytest -n 2 --dist loadfile --durations=0` on the
-# 2-core machine: about 210, 190, 110 and 85 s of some 710 s): dealt first, none of them runs alone at the end.
-LONGEST_FIRST = ("test_cli.py", "test_ablation.py", "test_new_concept.py", "test_models_activations.py")
+# 2-core machine: about 115, 81, 51 and 22 s of some 344 s): dealt first, none of them runs alone at the end.
+# run_tests.sh passes --no-loadscope-reorder: by default pytest-xdist deals files by their number of tests.
+LONGEST_FIRST = ("test_new_concept.py", "test_cli.py", "test_ablation.py", "test_causal.py")
 
 
 def pytest_collection_modifyitems(items):
     """A test that uses a loaded model is a `model` test (select with -m model, skip with -m 'not model').
     The longest test files go first: run_tests.sh deals whole files to two worker processes
-    (pytest-xdist, --dist loadfile) in collection order."""
+    (pytest-xdist, --dist loadfile --no-loadscope-reorder) in collection order."""
     for item in items:
         if "bridge" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.model)

@@ -68,7 +68,7 @@ def bench_model(
 
     def plain(model):
         def run(b: list[list[int]]) -> None:
-            inputs = activations.left_pad(b, activations._pad_id(bridge))
+            inputs = activations.left_pad(b, activations.pad_id(bridge))
             with torch.no_grad():
                 model(**{k: v.to(models.input_device(bridge)) for k, v in inputs.items()}, use_cache=False)
 

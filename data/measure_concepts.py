@@ -43,7 +43,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(models._dequantized_copy(models.embedded_model_path())))
+    tokenizer = AutoTokenizer.from_pretrained(str(models.dequantized_copy(models.DEFAULT_MODEL)))
     print("| concept | kind | per class | mean tokens | max tokens | max_tokens (catalog) |")
     print("|---|---|---:|---:|---:|---:|")
     loaded = {}

@@ -334,12 +334,6 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
     shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / manifest.MANIFEST)
 
 
-def _dequantize(name: str) -> Path:
-    from . import models
-
-    return models._dequantized_copy(models.EMBEDDED[name])
-
-
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
     """De-quantize the embedded models named (default: all) that have no float32 copy yet, side by side in one
     process each (a de-quantization runs on one core: about 20 s SmolLM2, 50 s Gemma 3 on 2 cores), so that
@@ -350,12 +344,12 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
     from . import models
 
     names = [n for n in args.models if n in models.EMBEDDED] if args.models else list(models.EMBEDDED)
-    todo = [n for n in names if not (models._copy_folder(models.EMBEDDED[n]) / "model.safetensors").is_file()]
+    todo = [n for n in names if not models.has_dequantized_copy(n)]
     if not todo:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=len(todo)) as pool:
-        for name, folder in zip(todo, pool.map(_dequantize, todo)):
+        for name, folder in zip(todo, pool.map(models.dequantized_copy, todo)):
             print(f"  {name}: {folder.relative_to(paths.ROOT)}", file=sys.stderr)
 
 

@@ -323,7 +323,7 @@ class DownstreamRunner:
         ]
         device = models.input_device(bridge)
         inputs = [
-            {k: v.to(device) for k, v in activations.left_pad(t, activations._pad_id(bridge)).items()} for t in texts
+            {k: v.to(device) for k, v in activations.left_pad(t, activations.pad_id(bridge)).items()} for t in texts
         ]
         fresh = {}
         verdicts = _SHORTCUT_OK.setdefault(self.decoder, {})
@@ -573,13 +573,13 @@ class AllPositionsRunner(DownstreamRunner):
 
         def record(x, hook):
             entry.append(x.clone())
-            raise activations._Stop
+            raise activations.StopForward
 
         hook = (activations.RESID_PRE.format(layer=self.layer), record)
         try:
             with torch.no_grad(), torch_threads(self.threads), self.bridge.hooks(fwd_hooks=[hook]):
                 self.decoder(**inputs, use_cache=False)
-        except activations._Stop:
+        except activations.StopForward:
             pass
         return None, entry[0]
 

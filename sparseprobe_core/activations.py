@@ -77,13 +77,14 @@ def hook_layer(name: str) -> int:
     return int(match.group(1))
 
 
-def _pad_id(bridge) -> int:
+def pad_id(bridge) -> int:
+    """The token that pads a batch: the tokenizer's pad token, else its end-of-text token."""
     tok = bridge.tokenizer
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
-class _Stop(Exception):
-    """Raised by a hook once every requested activation of a batch is recorded."""
+class StopForward(Exception):
+    """Raised by a hook once every activation a forward pass needs is recorded: the decoder stops there."""
 
 
 def iter_last_token(
@@ -109,19 +110,19 @@ def iter_last_token(
         batch_out.setdefault(name, []).append(models.to_numpy(x[:, -1]).copy())
 
     def stop_here(x, hook):
-        raise _Stop
+        raise StopForward
 
     # registered last, on the deepest block's output: it fires after every requested hook of that block
     fwd_hooks = [(h, partial(record, name=h)) for h in hooks] + [(f"blocks.{stop - 1}.hook_out", stop_here)]
     todo = [b for b in range(-(-len(order) // batch_size)) if b not in skip]
     for b in progress.bar(todo, f"activations (layers < {stop})") if len(todo) >= 4 else todo:
         rows = order[b * batch_size : (b + 1) * batch_size]
-        inputs = {k: v.to(device) for k, v in left_pad([token_ids[i] for i in rows], _pad_id(bridge)).items()}
+        inputs = {k: v.to(device) for k, v in left_pad([token_ids[i] for i in rows], pad_id(bridge)).items()}
         batch_out.clear()
         try:
             with torch.no_grad(), bridge.hooks(fwd_hooks=fwd_hooks):
                 decoder(**inputs, use_cache=False)
-        except _Stop:
+        except StopForward:
             pass
         wrong = [h for h in hooks if len(batch_out.get(h, ())) != 1]
         if wrong:

@@ -125,8 +125,13 @@ def _copy_folder(model: EmbeddedModel) -> Path:
     return paths.ROOT / ".cache" / "models" / f"{Path(model.file).stem}-{model.size}"
 
 
-def _dequantized_copy(model: EmbeddedModel) -> Path:
-    """Folder holding the GGUF model de-quantized to float32 safetensors, written once (atomically).
+def has_dequantized_copy(name: str) -> bool:
+    """Whether the embedded model `name` already has its float32 copy (``dequantized_copy`` would only read it)."""
+    return (_copy_folder(EMBEDDED[name]) / "model.safetensors").is_file()
+
+
+def dequantized_copy(name: str) -> Path:
+    """Folder holding the embedded model `name` de-quantized to float32 safetensors, written once (atomically).
 
     De-quantizing takes ~20 s (SmolLM2) to ~70 s (Gemma 3) on 2 cores; the safetensors copy loads
     in ~3-10 s with identical logits, and every notebook and test session loads the model again.
@@ -136,8 +141,9 @@ def _dequantized_copy(model: EmbeddedModel) -> Path:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    model = EMBEDDED[name]
     target = _copy_folder(model)
-    if (target / "model.safetensors").is_file():
+    if has_dequantized_copy(name):
         return target
 
     def write(tmp: Path) -> None:
@@ -209,7 +215,7 @@ def _load_embedded(model: EmbeddedModel, dtype, placement: dict):
     from transformer_lens.utilities.multi_gpu import resolve_device_map
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _dequantized_copy(model)
+    folder = dequantized_copy(model.name)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     kwargs = {}
     if "device" not in placement:

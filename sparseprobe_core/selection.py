@@ -133,11 +133,11 @@ def _selection(method: str, selected: np.ndarray, **info) -> Selection:
 
 
 def _check_Xy(X: np.ndarray, y: np.ndarray, min_per_class: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    X = theory._as_2d(X, "X").astype(np.float64, copy=False)
+    X = theory.as_2d(X, "X").astype(np.float64, copy=False)
     bad = int(X.size - np.count_nonzero(np.isfinite(X)))
     if bad:
         raise ValueError(f"X contains NaN or inf in {bad} entries; drop or impute those rows first")
-    y = theory._check_y(y, X.shape[0])
+    y = theory.check_y(y, X.shape[0])
     counts = np.bincount(y, minlength=2)
     if counts.min() < min_per_class:
         raise ValueError(

@@ -176,7 +176,8 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_2d(X: np.ndarray, name: str) -> np.ndarray:
+def as_2d(X: np.ndarray, name: str) -> np.ndarray:
+    """`X` as an array, which must be 2-D (rows x features); `name` is how the error calls it."""
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D but has shape {X.shape}; pass an (n, features) array")
@@ -194,7 +195,7 @@ def _check_W_out(W_out: np.ndarray) -> np.ndarray:
 
 
 def _check_A_W(A: np.ndarray, W_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    A = _as_2d(A, "A")
+    A = as_2d(A, "A")
     W_out = _check_W_out(W_out)
     if A.shape[1] != W_out.shape[0]:
         hint = " (W_out looks transposed; pass W_out.T)" if A.shape[1] == W_out.shape[1] else ""
@@ -215,7 +216,8 @@ def _check_w(W_out: np.ndarray, w: np.ndarray) -> np.ndarray:
     return w
 
 
-def _check_y(y: np.ndarray, n: int) -> np.ndarray:
+def check_y(y: np.ndarray, n: int) -> np.ndarray:
+    """`y` as integer labels: one per row of `n`, only 0 and 1, at least 2 rows of each class."""
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"y has shape {y.shape} but the data has {n} rows; pass one label per row")
@@ -242,7 +244,7 @@ def effective_neuron_weights(W_out: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def neuron_contributions(A: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """Per-neuron contributions to the probe score: c_i(x) = a_i(x) beta_i, shape (n, d_mlp)."""
-    A = _as_2d(A, "A")
+    A = as_2d(A, "A")
     beta = np.asarray(beta)
     if beta.ndim != 1 or beta.shape[0] != A.shape[1]:
         raise ValueError(
@@ -301,7 +303,7 @@ def contribution_decomposition(
     beta = norm * w_norm * cos
     by_class = None
     if y is not None:
-        y = _check_y(y, A.shape[0])
+        y = check_y(y, A.shape[0])
         by_class = np.stack([A[y == 0].mean(axis=0), A[y == 1].mean(axis=0)])
     mean_a = A.mean(axis=0)
     return ContributionDecomposition(mean_a, by_class, norm, cos, beta, mean_a * beta)
@@ -342,8 +344,8 @@ def fit_output_probe(M: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0
     of the prober and its adaptive pilot, grad x act of a probe, the noise criterion all use it), so
     "the concept direction" does not depend on which module computed it. The classifiers that *judge*
     an ablation are a different role: ``ablation.dense_probe`` (per-feature standardised)."""
-    M = _as_2d(M, "M")
-    y = _check_y(y, M.shape[0])
+    M = as_2d(M, "M")
+    y = check_y(y, M.shape[0])
     # One global scale (not per-feature) so that w stays a direction in raw output space.
     # liblinear: exact and fast at these sizes; intercept_scaling=10 keeps its penalty on c small.
     scale = float(np.std(M)) or 1.0
@@ -374,8 +376,8 @@ def concept_direction(
     C and seed matter to the probes only."""
     if estimator not in DIRECTION_ESTIMATORS:
         raise ValueError(f"unknown direction estimator {estimator!r}; use one of {', '.join(DIRECTION_ESTIMATORS)}")
-    M = _as_2d(M, "M").astype(np.float64, copy=False)
-    y = _check_y(y, M.shape[0])
+    M = as_2d(M, "M").astype(np.float64, copy=False)
+    y = check_y(y, M.shape[0])
     shift = M[y == 1].mean(axis=0) - M[y == 0].mean(axis=0)
     if estimator == "l2_probe":
         d = fit_output_probe(M, y, C=C, seed=seed)[0]
@@ -421,13 +423,13 @@ def _check_scale(scale: np.ndarray, d_model: int) -> np.ndarray:
 
 def post_norm_gain(M: np.ndarray, eps: float) -> np.ndarray:
     """Per-example gain of an RMS norm: r(x) = 1 / sqrt(mean_j m_j(x)^2 + eps), shape (n,), always > 0."""
-    M = _as_2d(M, "M").astype(np.float64, copy=False)
+    M = as_2d(M, "M").astype(np.float64, copy=False)
     return 1.0 / np.sqrt((M**2).mean(axis=1) + eps)
 
 
 def post_norm(M: np.ndarray, scale: np.ndarray, eps: float) -> np.ndarray:
     """What a post-norm block adds to the residual stream for MLP outputs M: p = scale * m * r(x)."""
-    M = _as_2d(M, "M")
+    M = as_2d(M, "M")
     return _check_scale(scale, M.shape[1]) * M * post_norm_gain(M, eps)[:, None]
 
 
@@ -483,7 +485,7 @@ def compare_post_norm_probe(
     """Fit probes on M, scale * M and P (train rows); on the test rows check both reductions (exact
     before the norm, up to the gain r(x) after it) and compare AUROCs and neuron contributions."""
     A, W_out = _check_A_W(A, W_out)
-    M, P = _as_2d(M, "M"), _as_2d(P, "P")
+    M, P = as_2d(M, "M"), as_2d(P, "P")
     if not (M.shape == P.shape == (A.shape[0], W_out.shape[1])):
         raise ValueError(
             f"M {M.shape} and P {P.shape} must both be (n, d_model) = {(A.shape[0], W_out.shape[1])}; "
@@ -492,7 +494,7 @@ def compare_post_norm_probe(
     b_out = np.asarray(b_out, dtype=np.float64)
     scale = _check_scale(scale, W_out.shape[1])
     y = np.asarray(y)
-    y_test = _check_y(y[test], len(test))
+    y_test = check_y(y[test], len(test))
     S = M * scale
     (w_pre, c_pre), (w_s, _), (w_post, c_post) = (fit_output_probe(X[train], y[train], seed=seed) for X in (M, S, P))
     A_t = np.asarray(A[test], dtype=np.float64)
@@ -531,8 +533,8 @@ class _Moments:
 
 def _contribution_moments(C: np.ndarray, y: np.ndarray, ridge: float) -> _Moments:
     """Class moments of the contributions; O(n d_mlp), no d_mlp x d_mlp matrix is formed."""
-    C = _as_2d(C, "C").astype(np.float64, copy=False)
-    y = _check_y(y, C.shape[0])
+    C = as_2d(C, "C").astype(np.float64, copy=False)
+    y = check_y(y, C.shape[0])
     if ridge < 0:
         raise ValueError(f"ridge is {ridge}; pass a non-negative ridge (default 1e-6)")
     delta = C[y == 1].mean(axis=0) - C[y == 0].mean(axis=0)
@@ -557,7 +559,7 @@ def _signed_fisher(D: np.ndarray | float, V: np.ndarray | float) -> np.ndarray:
 def fisher_ratio(s: np.ndarray, y: np.ndarray) -> float:
     """Signed class-conditional Fisher ratio of a score: J = (mu1 - mu0)|mu1 - mu0| / (var1 + var0)."""
     s = np.asarray(s, dtype=np.float64)
-    y = _check_y(y, s.shape[0])
+    y = check_y(y, s.shape[0])
     D = s[y == 1].mean() - s[y == 0].mean()
     return float(_signed_fisher(D, s[y == 1].var(ddof=1) + s[y == 0].var(ddof=1)))
 
@@ -574,8 +576,8 @@ def noise_scores(C: np.ndarray, y: np.ndarray, ridge: float = 1e-6) -> np.ndarra
 
 def fisher_curve(C: np.ndarray, y: np.ndarray, order: np.ndarray) -> np.ndarray:
     """J of the top-k neurons of an order, k = 1..d_mlp: entry k-1 is J of s_k = sum_{i in order[:k]} c_i."""
-    C = _as_2d(C, "C").astype(np.float64, copy=False)
-    y = _check_y(y, C.shape[0])
+    C = as_2d(C, "C").astype(np.float64, copy=False)
+    y = check_y(y, C.shape[0])
     order = _check_order(order, C.shape[1])
     S = np.cumsum(C[:, order], axis=1)  # column k-1 = score of the top-k set
     D = S[y == 1].mean(axis=0) - S[y == 0].mean(axis=0)

@@ -54,7 +54,7 @@ def test_behaviour_readout_equals_the_full_logits(bridge):
     own next-token logits over its whole vocabulary, for every declared behaviour; no set is empty."""
     texts = ["Le fichier est", "The file is", "x = 'hello", "print(42", "the cat that", "the dogs"]
     ids = activations.tokenize_last(bridge, texts, 32)
-    inputs = activations.left_pad(ids, activations._pad_id(bridge))
+    inputs = activations.left_pad(ids, activations.pad_id(bridge))
     final = activations.RESID_POST.format(layer=bridge.cfg.n_layers - 1)
     resid = activations.run_last_token(bridge, ids, [final])[final]
     with torch.no_grad():

@@ -132,8 +132,7 @@ def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
 
     first = _cli("prepare-models")
     assert first.returncode == 0, first.stderr[-2000:]
-    for model in models.EMBEDDED.values():
-        assert (models._copy_folder(model) / "model.safetensors").is_file()
+    assert all(models.has_dequantized_copy(name) for name in models.EMBEDDED)
     again = _cli("prepare-models")
     assert again.returncode == 0 and again.stderr == "" and again.stdout == ""
     hub = _cli("prepare-models", "no-org/a-hub-model")  # run_all.sh --model NAME: a hub model has nothing to do

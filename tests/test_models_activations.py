@@ -72,7 +72,7 @@ def test_collection_equals_the_bridge_forward_and_computes_no_logits(bridge, dev
     ]
     ids = activations.tokenize_last(bridge, TEXTS, 128)
     inputs = {
-        k: v.to(models.input_device(bridge)) for k, v in activations.left_pad(ids, activations._pad_id(bridge)).items()
+        k: v.to(models.input_device(bridge)) for k, v in activations.left_pad(ids, activations.pad_id(bridge)).items()
     }
     with torch.no_grad():
         _, cache = bridge.run_with_cache(

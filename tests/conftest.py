@@ -10,25 +10,30 @@ import os
 
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from sparseprobe_core.models import EMBEDDED
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 def _share_the_cores_between_workers() -> None:
-    """Under pytest-xdist each worker gets its share of the cores for torch's and BLAS's threads, and
-    so do the processes its tests start (run_all.sh, a killed collection). Left at their defaults, every
-    worker runs one busy-waiting OpenMP thread per core: on the 2-core machine, 2 workers x 2 threads
-    took the unit tests from 3 min 34 s to 7 min 18 s (the same tests, `pytest -n 2 --dist loadfile`
-    with and without OMP_NUM_THREADS=1), one test from 17 s to 154 s."""
+    """Under pytest-xdist each worker runs torch's and BLAS's threads on its share of the cores, and so do
+    the processes its tests start (run_all.sh's notebooks, a killed collection: their threads, not their
+    worker processes). Left at their defaults, every worker runs one busy-waiting OpenMP thread per core:
+    on the 2-core machine, 2 workers x 2 threads took the unit tests from 3 min 34 s to 7 min 18 s (the same
+    tests, `pytest -n 2 --dist loadfile` with and without OMP_NUM_THREADS=1), one test from 17 s to 154 s.
+    A serial run, and a user's own thread settings, are left alone."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:  # a user's own setting wins
+    if workers <= 1 or any(v in os.environ for v in _THREAD_VARIABLES):
         return
+    import torch
+    from threadpoolctl import threadpool_limits
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // workers)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the processes tests start
-    threadpool_limits(threads)  # numpy's BLAS, already loaded
+    # read by the processes tests start and by the libraries this worker loads later (scipy's, sklearn's)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    threadpool_limits(threads)  # the BLAS and OpenMP already loaded (numpy's, torch's)
     torch.set_num_threads(threads)
 
 

@@ -126,14 +126,14 @@ def _copy_folder(model: EmbeddedModel) -> Path:
 
 
 def has_dequantized_copy(name: str) -> bool:
-    """Whether the embedded model `name` already has its float32 copy (``dequantized_copy`` would only read it)."""
+    """Whether the embedded model `name` already has its float32 copy (``dequantized_copy`` then returns at once)."""
     return (_copy_folder(EMBEDDED[name]) / "model.safetensors").is_file()
 
 
 def dequantized_copy(name: str) -> Path:
     """Folder holding the embedded model `name` de-quantized to float32 safetensors, written once (atomically).
 
-    De-quantizing takes ~20 s (SmolLM2) to ~70 s (Gemma 3) on 2 cores; the safetensors copy loads
+    De-quantizing runs on one core: ~20 s (SmolLM2), ~50 s (Gemma 3) measured; the safetensors copy loads
     in ~3-10 s with identical logits, and every notebook and test session loads the model again.
     A chunked GGUF is assembled inside the temporary folder and removed with it.
     """

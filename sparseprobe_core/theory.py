@@ -217,7 +217,7 @@ def _check_w(W_out: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def check_y(y: np.ndarray, n: int) -> np.ndarray:
-    """`y` as integer labels: one per row of `n`, only 0 and 1, at least 2 rows of each class."""
+    """`y` as integer labels: one per row of the data (`n` rows), only 0 and 1, at least 2 rows of each class."""
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"y has shape {y.shape} but the data has {n} rows; pass one label per row")

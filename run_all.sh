@@ -21,7 +21,8 @@ built: report/index.html (claim by claim, each model's verdict, numbers and figu
   --profile ci          the small profile the tests use -> tests/nbval/ (and runs/ci/figures/, runs/ci/report/)
   --concept FILE        your concept (a CSV with columns text,label): validated first, copied to
                         runs/<name>/<name>.csv, analysed by all four notebooks -> runs/<name>/
-  --model NAME          an embedded model (smollm2-135m) or a TransformerBridge hub name (online)
+  --model NAME          an embedded model (smollm2-135m, gemma3-270m) or a TransformerBridge hub name
+                        (online); the paper profile without --model runs both embedded models
   --layers L1,L2        the layers to analyse instead of the profile's
   --device DEV          where the model runs: cpu (default), cuda, cuda:N, or auto (spread over every
                         visible GPU with accelerate); the analyses stay on the CPU

@@ -161,6 +161,21 @@ def compare(
     return pd.DataFrame([asdict(c) for c in out])
 
 
+def holm_over(families: dict, alpha: float = ALPHA) -> pd.DataFrame:
+    """Several ``compare`` families reported together as one (e.g. one per layer, when a verdict spans the
+    layers): their rows concatenated with a ``part`` column (the dict's key) and Holm's correction redone
+    over all of them. A row that stays significant keeps its verdict's direction: Holm-adjusted p-values
+    only grow as the family grows, so it was significant in its own family too. ``mde`` is dropped (it
+    was computed at each part's own first Holm level)."""
+    from statsmodels.stats.multitest import multipletests
+
+    both = pd.concat([f.assign(part=key) for key, f in families.items()], ignore_index=True).drop(columns="mde")
+    if both.empty:
+        return both
+    p_holm = multipletests(both["p"], alpha=alpha, method="holm")[1]
+    return both.assign(p_holm=p_holm, verdict=np.where(p_holm < alpha, both["verdict"], "no detectable difference"))
+
+
 def smallest_p(n: int) -> float:
     """The smallest two-sided p-value a signed-rank test on n paired values can give: 2 / 2^n."""
     return 2.0 / 2.0**n

@@ -87,12 +87,6 @@ CI_CONCEPTS = ("python_number", "python_string")
 DEV_CONCEPTS = ("code_loop_body", "python_number", "pos_base_form", "that_relative", "dutch", "spanish")
 
 
-def test_concepts(concepts: tuple[str, ...]) -> tuple[str, ...]:
-    """The concepts of a run that the verdict may use: all but the development ones (a user's own concept
-    is always a test concept)."""
-    return tuple(c for c in concepts if c not in DEV_CONCEPTS)
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a notebook's analysis depends on; recorded beside every figure it writes.
@@ -296,6 +290,17 @@ class RunConfig:
             file = paths.ROOT / file  # recorded relative to the repository; notebooks run in notebooks/
         return subsample(load_concept(file), self.n_per_class, self.seed)
 
+    def development_concepts(self) -> tuple[str, ...]:
+        """The run's development concepts: shipped concepts named in DEV_CONCEPTS. A user's file is never
+        one, whatever its name (a file called dutch.csv is the user's data, not the shipped dutch)."""
+        return tuple(c for c, f in zip(self.concepts, self.concept_files) if c in DEV_CONCEPTS and _is_shipped(f))
+
+    def test_concepts(self) -> tuple[str, ...]:
+        """The concepts of the run that the verdict may use: all but the development ones (a user's own
+        concept is always a test concept)."""
+        dev = self.development_concepts()
+        return tuple(c for c in self.concepts if c not in dev)
+
 
 def _parse_layers(layers: str | int | list | tuple | None) -> tuple[int, ...] | None:
     if layers in (None, "", []):
@@ -338,6 +343,16 @@ def run_plan(profile: str, model: str, notebooks: list[Path]) -> dict[str, list[
     if profile == "ci":
         plan = {name: nbs if name == DEFAULT_MODEL else nbs[:1] for name, nbs in plan.items()}
     return plan
+
+
+def _is_shipped(file: str) -> bool:
+    """Whether a recorded concept file (a shipped name, or a path relative to the repository) is one of
+    the shipped concept files under data/concepts/."""
+    path = Path(file)
+    if path.suffix != ".csv":
+        return True  # make_config records shipped concepts by name
+    full = (path if path.is_absolute() else paths.ROOT / path).resolve()
+    return full.parent in {paths.CONCEPTS.resolve(), (paths.CONCEPTS / "local").resolve()}
 
 
 def _shown(file: str) -> str:

@@ -137,14 +137,13 @@ def dequantized_copy(name: str) -> Path:
     in ~3-10 s with identical logits, and every notebook and test session loads the model again.
     A chunked GGUF is assembled inside the temporary folder and removed with it.
     """
-    import torch
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = EMBEDDED[name]
     target = _copy_folder(model)
     if has_dequantized_copy(name):
         return target
+    import torch  # only to write the copy: loading torch and transformers takes seconds
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     def write(tmp: Path) -> None:
         tmp.mkdir()

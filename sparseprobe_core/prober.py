@@ -544,6 +544,16 @@ def _walk_path(
     return _Walk(design, Cs, coefs, intercepts, entry_step, ranking)
 
 
+def _training_walk(
+    A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+) -> _Walk:
+    """The path of ``path_ranking`` / ``path_entry_steps``: validated training rows, then ``_walk_path``."""
+    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
+    return _walk_path(
+        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    )
+
+
 def path_ranking(
     A,
     y,
@@ -564,11 +574,29 @@ def path_ranking(
 
     Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
     held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
-    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
-    walk = _walk_path(
-        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    )
-    return walk.ranking
+    return _training_walk(**locals()).ranking
+
+
+def path_entry_steps(
+    A,
+    y,
+    *,
+    weighting: str = "contribution",
+    W_out=None,
+    direction=None,
+    n_strengths: int = 20,
+    c_max_ratio: float = 100.0,
+    standardize: str = "global",
+    gamma: float = 1.0,
+    dense_C: float = 1.0,
+    seed: int = 0,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> np.ndarray:
+    """For each neuron, the step of ``path_ranking``'s C grid at which it enters the path (0-based), or -1
+    when it never does: how much of the ranking is order of entry (``(steps >= 0).sum()`` neurons) and how
+    much is the fallback order of the rest (closeness to entering at the least regularised fit)."""
+    return _training_walk(**locals()).entry_step
 
 
 def prober_path(

@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from . import theory
 from .config import RankerSettings
-from .prober import SparseProber, path_ranking
+from .prober import SparseProber, path_entry_steps, path_ranking
 from .theory import effective_neuron_weights
 
 
@@ -188,24 +188,32 @@ def direct_effect_scores(ctx: RankContext) -> np.ndarray:
     return np.abs(ctx.A).mean(axis=0) * np.linalg.norm(ctx.W_out, axis=1)
 
 
+def _path_settings(ctx: RankContext, weighting: str) -> dict:
+    """The keyword arguments of the sparse prober's L1 path for one weighting, from ctx.settings."""
+    st = ctx.settings
+    return dict(
+        weighting=weighting,
+        W_out=ctx.W_out,
+        direction=concept_direction(ctx) if weighting == "contribution" else None,
+        n_strengths=st.path_n_strengths,
+        c_max_ratio=st.path_c_max_ratio,
+        dense_C=st.dense_l2_C,
+        seed=ctx.seed,
+    )
+
+
+def path_entered(ctx: RankContext, weighting: str = "contribution") -> int:
+    """How many neurons ever enter the sparse prober's L1 path (``prober.path_entry_steps``): the first
+    that many of its ranking are ordered by entry, the rest by closeness to entering at the last fit."""
+    return int((path_entry_steps(ctx.A, ctx.y, **_path_settings(ctx, weighting)) >= 0).sum())
+
+
 def _sparse_prober_path_scores(weighting: str) -> Callable[[RankContext], np.ndarray]:
     """Ranker for the weighted sparse prober (prober.py) with one weighting: order of entry along its L1
     path (``prober.path_ranking``), the paper's ranking; only the weighting differs between them."""
 
     def scores(ctx: RankContext) -> np.ndarray:
-        st = ctx.settings
-        order = path_ranking(
-            ctx.A,
-            ctx.y,
-            weighting=weighting,
-            W_out=ctx.W_out,
-            direction=concept_direction(ctx) if weighting == "contribution" else None,
-            n_strengths=st.path_n_strengths,
-            c_max_ratio=st.path_c_max_ratio,
-            dense_C=st.dense_l2_C,
-            seed=ctx.seed,
-        )
-        return _scores_from_order(order)
+        return _scores_from_order(path_ranking(ctx.A, ctx.y, **_path_settings(ctx, weighting)))
 
     scores.__doc__ = f"Order of entry along the sparse prober's L1 path, weighting={weighting!r} (claim 3)."
     return scores

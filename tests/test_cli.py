@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from sparseprobe_core import __main__ as cli
-from sparseprobe_core import activations, concepts, config, paths
+from sparseprobe_core import activations, concepts, config, models, paths
+from sparseprobe_core.models import EMBEDDED
 
 PY = sys.executable
 
@@ -147,15 +148,13 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.model
-@pytest.mark.parametrize(
-    "args, pattern",
-    [
-        (["--layer", "30"], "out of range"),
-        (["--layer", "2", "--k", "5000"], "exceeds the layer's 1536 neurons"),
-    ],
-)
-def test_rank_checks_layer_and_k_against_the_model(small_concept, args, pattern):
-    _one_error_line(_main("rank", "--concept", str(small_concept), *args), pattern)
+@pytest.mark.parametrize("model", list(EMBEDDED))
+def test_rank_checks_layer_and_k_against_the_model(small_concept, model):
+    hf = json.loads((models.dequantized_copy(model) / "config.json").read_text())  # the sizes, without loading it
+    n_layers, d_mlp = hf["num_hidden_layers"], hf["intermediate_size"]
+    rank = ["rank", "--concept", str(small_concept), "--model", model]
+    _one_error_line(_main(*rank, "--layer", str(n_layers)), "out of range")
+    _one_error_line(_main(*rank, "--layer", "2", "--k", str(d_mlp + 1)), f"exceeds the layer's {d_mlp} neurons")
 
 
 @pytest.mark.model

@@ -66,3 +66,20 @@ def test_the_verdict_takes_the_side_of_the_signed_ranks_not_of_the_mean():
     assert res["p_holm"] < comparison.ALPHA and res["mean"] > 0
     assert res["verdict"] == "worse"
     assert comparison.signed_rank_direction(np.zeros(3)) == 0
+
+
+def test_holm_over_layers_is_one_family_and_only_ever_stricter():
+    per_layer = {
+        L: comparison.compare(_areas(effect, seed=L), "ours", ["weak", "equal"])
+        for L, effect in [(3, 0.05), (7, 0.0015)]
+    }
+    both = comparison.holm_over(per_layer)
+    assert len(both) == 4 and set(both["part"]) == {3, 7} and "mde" not in both
+    for L, fam in per_layer.items():
+        mine = both[both["part"] == L].set_index("baseline")
+        own = fam.set_index("baseline")
+        assert (mine["p_holm"] >= own["p_holm"] - 1e-12).all()  # a bigger family never adjusts less
+        np.testing.assert_array_equal(mine["p"], own["p"])
+    # the clear difference survives the larger family; a verdict never changes direction
+    assert both.set_index(["part", "baseline"]).loc[(3, "weak"), "verdict"] == "better"
+    assert set(both["verdict"]) <= {"better", "no detectable difference"}

@@ -70,8 +70,18 @@ def test_a_user_concept_is_named_by_its_file(monkeypatch):
 
 def test_development_and_test_concepts_are_split_once():
     shipped = set(config.shipped_concepts())
-    dev = set(config.DEV_CONCEPTS)
-    assert dev <= shipped and len(dev) >= 4
-    test = set(config.test_concepts(tuple(sorted(shipped))))
+    cfg = config.make_config(profile="paper")
+    dev, test = set(cfg.development_concepts()), set(cfg.test_concepts())
+    assert dev == set(config.DEV_CONCEPTS) <= shipped and len(dev) >= 4
     assert len(test) >= 12 and not dev & test and dev | test == shipped
-    assert config.test_concepts(("my_concept",)) == ("my_concept",)  # a user's concept is a test concept
+
+
+def test_a_user_concept_is_a_test_concept_whatever_its_name(tmp_path):
+    # a user's file named like a development concept is the user's data, not the shipped concept
+    mine = config.make_config(
+        profile="ci", concept=f"{tmp_path}/dutch.csv,runs/x/my_concept.csv", out_dir=str(tmp_path)
+    )
+    assert mine.concepts == ("dutch", "my_concept")
+    assert mine.development_concepts() == () and mine.test_concepts() == ("dutch", "my_concept")
+    shipped = config.make_config(profile="ci", concept="dutch,french", out_dir=str(tmp_path))
+    assert shipped.development_concepts() == ("dutch",) and shipped.test_concepts() == ("french",)

@@ -12,7 +12,6 @@ from test_models_activations import TEXTS, first_middle_last  # the same texts a
 
 from sparseprobe_core import activations, config, models
 
-NAME = models.DEFAULT_MODEL
 # bfloat16 keeps 8 bits of mantissa; through 30 layers the activations of SmolLM2 moved by at most 3.6 %
 # (relative Frobenius norm, measured at layers 0, 15, 29), the writing vectors by 0.13 % of their largest entry
 BF16_ACTS_RTOL = 0.08
@@ -20,47 +19,47 @@ BF16_WEIGHT_RTOL = 2**-8
 
 
 @pytest.fixture(scope="module")
-def f32(device):
-    return models.load_model(NAME, device=device)
+def f32(bridge):
+    return bridge  # every test here runs on each embedded model (conftest's model_name)
 
 
 @pytest.fixture(scope="module")
-def bf16(device):
-    return models.load_model(NAME, device=device, dtype="bfloat16")
+def bf16(model_name, device):
+    return models.load_model(model_name, device=device, dtype="bfloat16")
 
 
 @pytest.mark.model
-def test_bfloat16_collects_cpu_float32_close_to_float32(f32, bf16, tmp_path, monkeypatch):
+def test_bfloat16_collects_cpu_float32_close_to_float32(model_name, f32, bf16, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
     assert next(bf16.original_model.parameters()).dtype == torch.bfloat16 and bf16.cfg.dtype == torch.bfloat16
-    want = activations.layer_activations(f32, NAME, TEXTS, first_middle_last(f32))
-    got = activations.layer_activations(bf16, NAME, TEXTS, first_middle_last(f32))
+    want = activations.layer_activations(f32, model_name, TEXTS, first_middle_last(f32))
+    got = activations.layer_activations(bf16, model_name, TEXTS, first_middle_last(f32))
     for layer in first_middle_last(f32):
         for x, y in zip(want[layer], got[layer]):
             assert type(y) is np.ndarray and y.dtype == np.float32
             assert np.linalg.norm(y - x) / np.linalg.norm(x) < BF16_ACTS_RTOL, layer
     # each precision has its own cache entries: bfloat16 rows are never read as float32 ones
     tags = {p.name.split("__")[0] for p in tmp_path.glob("*" + activations.ENTRY_SUFFIX)}
-    assert tags == {models.cache_tag(f32, NAME).replace("@", "-"), models.cache_tag(bf16, NAME).replace("@", "-")}
+    assert tags == {models.cache_tag(b, model_name).replace("@", "-") for b in (f32, bf16)}
 
 
 @pytest.mark.model
-def test_writing_vectors_are_cpu_float64_whatever_the_dtype(f32, bf16):
+def test_writing_vectors_are_cpu_float64_whatever_the_dtype(model_name, f32, bf16):
     layer = first_middle_last(f32)[1]
     w32, _ = models.writing_vectors(f32, layer)
     w16, b16 = models.writing_vectors(bf16, layer)
     assert w16.dtype == b16.dtype == np.float64 and w16.shape == w32.shape
     assert np.abs(w16 - w32).max() < BF16_WEIGHT_RTOL * np.abs(w32).max()
     # the reduction m = a W_out + b_out holds in bfloat16 to bfloat16 rounding
-    a, m = activations.layer_activations(bf16, NAME, TEXTS, [layer], use_cache=False)[layer]
+    a, m = activations.layer_activations(bf16, model_name, TEXTS, [layer], use_cache=False)[layer]
     assert np.abs(a @ w16 + b16 - m).max() < 2e-2 * np.abs(m).max()
 
 
 @pytest.mark.model
-def test_a_device_map_load_gives_the_single_device_activations(f32, device):
+def test_a_device_map_load_gives_the_single_device_activations(model_name, f32, device):
     """device="auto": accelerate's device map over the visible GPUs (here: none, so the CPU), the path that
     splits a model too large for one device."""
-    spread = models.load_model(NAME, device="auto")
+    spread = models.load_model(model_name, device="auto")
     ids = activations.tokenize_last(f32, TEXTS, 128)
     hooks = [activations.HIDDEN.format(layer=3), activations.RESID_POST.format(layer=f32.cfg.n_layers - 1)]
     want = activations.run_last_token(f32, ids, hooks)
@@ -72,7 +71,7 @@ def test_a_device_map_load_gives_the_single_device_activations(f32, device):
 
 
 @pytest.mark.model
-def test_an_interrupted_collection_resumes_where_it_stopped(f32, tmp_path, monkeypatch):
+def test_an_interrupted_collection_resumes_where_it_stopped(model_name, f32, tmp_path, monkeypatch):
     """Killed after two batches, a collection reruns only the batches it had not finished, and gives the
     numbers of an uninterrupted run exactly (the same batches), here memory-mapped (as large ones are)."""
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
@@ -95,12 +94,12 @@ def test_an_interrupted_collection_resumes_where_it_stopped(f32, tmp_path, monke
 
     monkeypatch.setattr(activations, "iter_last_token", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        activations.collect(f32, NAME, texts, hooks, batch_size=2)
+        activations.collect(f32, model_name, texts, hooks, batch_size=2)
     assert len(list(tmp_path.glob(".*.partial"))) == 1 and not list(tmp_path.glob("*" + activations.ENTRY_SUFFIX))
     monkeypatch.setattr(activations, "iter_last_token", counted)
-    got = activations.collect(f32, NAME, texts, hooks, batch_size=2)
+    got = activations.collect(f32, model_name, texts, hooks, batch_size=2)
     assert ran == list(range(2, 10))
-    fresh = activations.collect(f32, NAME, texts, hooks, batch_size=2, use_cache=False)
+    fresh = activations.collect(f32, model_name, texts, hooks, batch_size=2, use_cache=False)
     for h in hooks:
         assert isinstance(got[h].base, np.memmap) and not isinstance(fresh[h].base, np.memmap)
         np.testing.assert_array_equal(got[h], fresh[h], err_msg=h)
@@ -109,15 +108,15 @@ def test_an_interrupted_collection_resumes_where_it_stopped(f32, tmp_path, monke
 
 def test_unknown_device_or_dtype_is_one_line():
     with pytest.raises(ValueError, match="unknown device 'gpu'") as err:
-        models.load_model(NAME, device="gpu")
+        models.load_model(models.DEFAULT_MODEL, device="gpu")
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
-        models.load_model(NAME, dtype="float8")
+        models.load_model(models.DEFAULT_MODEL, dtype="float8")
     with pytest.raises(ValueError, match="unknown dtype 'half'"):
         config.make_config(profile="ci", dtype="half")
     if not torch.cuda.is_available():
         with pytest.raises(models.ModelLoadError, match="sees no CUDA GPU"):
-            models.load_model(NAME, device="cuda")
+            models.load_model(models.DEFAULT_MODEL, device="cuda")
 
 
 def test_config_records_device_and_dtype():

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparseprobe_core.prober import PathResult, SparseProber, choose_k, path_ranking, prober_path
+from sparseprobe_core.prober import PathResult, SparseProber, choose_k, path_entry_steps, path_ranking, prober_path
 from sparseprobe_core.theory import select_by_noise_removal
 
 K_TRUE = 10
@@ -313,3 +313,16 @@ def test_ranking_is_coefficient_times_weight_then_entry(data):
     assert np.all(np.diff(size[top]) <= 0)
     assert not np.array_equal(np.argsort(-size[top]), np.argsort(-np.abs(p.coef_weighted_[top])))  # not |theta|
     assert precision_top(p.ranking_, data["true"]) >= 0.9
+
+
+def test_path_entry_steps_are_the_order_of_entry_and_mark_who_never_enters(data):
+    A, y, W = data["A"][:400], data["y"][:400], data["W_out"]
+    kw = dict(weighting="norm", W_out=W, n_strengths=6, c_max_ratio=5.0, seed=1)
+    steps = path_entry_steps(A, y, **kw)
+    entered = np.flatnonzero(steps >= 0)
+    assert 0 < len(entered) < A.shape[1] and steps.min() == -1  # a short grid: some neurons never enter
+    order = path_ranking(A, y, **kw)
+    assert set(order[: len(entered)]) == set(entered)  # the entered neurons come first ...
+    np.testing.assert_array_equal(np.diff(steps[order[: len(entered)]]) >= 0, True)  # ... by their step
+    full = prober_path(A, y, data["A"][400:], data["y"][400:], **kw)
+    np.testing.assert_array_equal(steps >= 0, (full.coefs != 0).any(axis=0))  # entered = nonzero somewhere

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from sparseprobe_core.prober import SparseProber, path_ranking
+from sparseprobe_core.prober import SparseProber, path_entry_steps, path_ranking
 from sparseprobe_core.rankers import (
     RANKERS,
     RankContext,
     _mass_entry_fraction,
     concept_direction,
+    path_entered,
     probeless_scores,
     rank,
 )
@@ -138,3 +139,21 @@ def test_shape_mismatch_is_rejected(ctx):
     bad = RankContext(A=ctx.A, y=ctx.y, W_out=ctx.W_out[:-1], b_out=ctx.b_out)
     with pytest.raises(ValueError, match="same layer"):
         rank("mean_diff", bad)
+
+
+def test_path_entered_counts_the_neurons_ordered_by_entry(ctx):
+    st = ctx.settings
+    d = concept_direction(ctx)
+    steps = path_entry_steps(
+        ctx.A,
+        ctx.y,
+        weighting="contribution",
+        W_out=ctx.W_out,
+        direction=d,
+        n_strengths=st.path_n_strengths,
+        c_max_ratio=st.path_c_max_ratio,
+        seed=ctx.seed,
+    )
+    n = path_entered(ctx)
+    assert n == (steps >= 0).sum() and 0 < n <= ctx.A.shape[1]
+    assert set(rank("sparse_prober_contribution", ctx)[:n]) == set(np.flatnonzero(steps >= 0))

@@ -314,8 +314,12 @@ def paired_tests(arm_effects: pd.DataFrame, method: str, baselines: list[str], s
     if out.empty:
         return out
     out["p_holm"] = multipletests(out["p"], alpha=comparison.ALPHA, method="holm")[1]
+    # the direction of a significant result is the signed-rank test's own (as in comparison.compare), not
+    # the sign of the mean: rank_biserial > 0 exactly when the positive ranks outweigh the negative ones
     out["verdict"] = np.where(
-        out["p_holm"] >= comparison.ALPHA, "no detectable difference", np.where(out["mean_d"] > 0, "better", "worse")
+        out["p_holm"] >= comparison.ALPHA,
+        "no detectable difference",
+        np.where(out["rank_biserial"] > 0, "better", "worse"),
     )
     return out
 

@@ -169,9 +169,9 @@ def holm_over(families: dict, alpha: float = ALPHA) -> pd.DataFrame:
     was computed at each part's own first Holm level)."""
     from statsmodels.stats.multitest import multipletests
 
+    if not families:
+        raise ValueError("no families to combine; pass {part: compare(...)} for at least one part")
     both = pd.concat([f.assign(part=key) for key, f in families.items()], ignore_index=True).drop(columns="mde")
-    if both.empty:
-        return both
     p_holm = multipletests(both["p"], alpha=alpha, method="holm")[1]
     return both.assign(p_holm=p_holm, verdict=np.where(p_holm < alpha, both["verdict"], "no detectable difference"))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .concepts import Concept, Split, load_concept, make_split, shipped_concepts, subsample
+from .concepts import Concept, ConceptError, Split, load_concept, make_split, resolve, shipped_concepts, subsample
 from .models import DEFAULT_MODEL, DTYPES, EMBEDDED
 
 
@@ -293,7 +293,8 @@ class RunConfig:
     def development_concepts(self) -> tuple[str, ...]:
         """The run's development concepts: shipped concepts named in DEV_CONCEPTS. A user's file is never
         one, whatever its name (a file called dutch.csv is the user's data, not the shipped dutch)."""
-        return tuple(c for c, f in zip(self.concepts, self.concept_files) if c in DEV_CONCEPTS and _is_shipped(f))
+        pairs = zip(self.concepts, self.concept_files, strict=True)
+        return tuple(c for c, f in pairs if c in DEV_CONCEPTS and _is_shipped(f))
 
     def test_concepts(self) -> tuple[str, ...]:
         """The concepts of the run that the verdict may use: all but the development ones (a user's own
@@ -347,12 +348,15 @@ def run_plan(profile: str, model: str, notebooks: list[Path]) -> dict[str, list[
 
 def _is_shipped(file: str) -> bool:
     """Whether a recorded concept file (a shipped name, or a path relative to the repository) is one of
-    the shipped concept files under data/concepts/."""
+    the shipped concept files under data/concepts/ (``concepts.resolve`` maps a name to one of them)."""
     path = Path(file)
-    if path.suffix != ".csv":
-        return True  # make_config records shipped concepts by name
-    full = (path if path.is_absolute() else paths.ROOT / path).resolve()
-    return full.parent in {paths.CONCEPTS.resolve(), (paths.CONCEPTS / "local").resolve()}
+    if not path.is_absolute() and (paths.ROOT / path).exists():
+        path = paths.ROOT / path  # recorded relative to the repository; notebooks run in notebooks/
+    try:
+        folder = resolve(path).resolve().parent
+    except ConceptError:
+        return False
+    return folder in {paths.CONCEPTS.resolve(), (paths.CONCEPTS / "local").resolve()}
 
 
 def _shown(file: str) -> str:

@@ -574,7 +574,9 @@ def path_ranking(
 
     Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
     held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
-    return _training_walk(**locals()).ranking
+    return _training_walk(
+        A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    ).ranking
 
 
 def path_entry_steps(
@@ -596,7 +598,9 @@ def path_entry_steps(
     """For each neuron, the step of ``path_ranking``'s C grid at which it enters the path (0-based), or -1
     when it never does: how much of the ranking is order of entry (``(steps >= 0).sum()`` neurons) and how
     much is the fallback order of the rest (closeness to entering at the least regularised fit)."""
-    return _training_walk(**locals()).entry_step
+    return _training_walk(
+        A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    ).entry_step
 
 
 def prober_path(

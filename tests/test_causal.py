@@ -148,6 +148,18 @@ def test_paired_tests_find_a_planted_advantage_in_both_modes(rng):
     assert (out["p_holm"] >= out["p"]).all()
 
 
+def test_a_within_cell_verdict_takes_the_signed_rank_direction_not_the_mean_sign():
+    # ours keeps 0.05 more on 180 texts and 2.0 less on 20: the mean says worse, the signed ranks say better
+    n, y = 200, np.repeat([0, 1], 100)
+    d = np.where(np.arange(n) % 10 == 0, -2.0, 0.05)
+    base = np.linspace(-0.9, -0.1, n)
+    rows = [pd.DataFrame(dict(concept="a", layer=3, readout="behaviour", method=m, mode="keep", k=50, text=np.arange(n),
+                              y=y, effect=e, scale=1.0)) for m, e in [("ours", base + d), ("base", base)]]  # fmt: skip
+    out = causal.paired_tests(pd.concat(rows, ignore_index=True), "ours", ["base"]).iloc[0]
+    assert out["mean_d"] < 0 < out["rank_biserial"] and out["p_holm"] < 0.05
+    assert out["verdict"] == "better" and comparison.signed_rank_direction(d) == 1
+
+
 def test_concept_areas_feed_the_concept_level_comparison_and_verdict(rng):
     eff = _arm_effects(rng)
     areas = causal.concept_areas(eff)

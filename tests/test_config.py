@@ -85,3 +85,7 @@ def test_a_user_concept_is_a_test_concept_whatever_its_name(tmp_path):
     assert mine.development_concepts() == () and mine.test_concepts() == ("dutch", "my_concept")
     shipped = config.make_config(profile="ci", concept="dutch,french", out_dir=str(tmp_path))
     assert shipped.development_concepts() == ("dutch",) and shipped.test_concepts() == ("french",)
+    # a file without the .csv suffix is still the user's, and the shipped file given by path is the shipped concept
+    (tmp_path / "dutch").write_text("text,label\n")
+    other = config.make_config(profile="ci", concept=f"{tmp_path}/dutch,data/concepts/python_number.csv")
+    assert other.development_concepts() == ("python_number",) and other.test_concepts() == ("dutch",)

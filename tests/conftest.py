@@ -77,10 +77,10 @@ def no_logits(bridge):
     handle.remove()
 
 
-# The longest files, longest first (summed test times of `pytest -n 2 --dist loadfile --durations=0` on the
-# 2-core machine: about 115, 81, 51 and 22 s of some 344 s): dealt first, none of them runs alone at the end.
+# The longest files, longest first (summed test times of `./run_tests.sh --durations=0` on the 2-core
+# machine: about 116, 98, 54, 30 and 22 s of some 398 s): dealt first, none of them runs alone at the end.
 # run_tests.sh passes --no-loadscope-reorder: by default pytest-xdist deals files by their number of tests.
-LONGEST_FIRST = ("test_new_concept.py", "test_cli.py", "test_ablation.py", "test_causal.py")
+LONGEST_FIRST = ("test_new_concept.py", "test_cli.py", "test_ablation.py", "test_devices.py", "test_causal.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -38,6 +38,13 @@ def test_run_all_on_a_new_concept(tmp_path):
             assert list(entry["data_sha256"]) == ["tiny_french"] and entry["params"]["concepts"] == ["tiny_french"]
             assert entry["params"]["concept_files"] == ["runs/tiny_french/tiny_french.csv"]
         assert (dest / "tiny_french.csv").read_bytes() == concept.read_bytes()
+        # a user's concept is a test concept: notebook 03 compares the paper's method on it at every verdict
+        # layer and says that one concept cannot reach significance
+        verdicts = runs["notebooks"]["03_ranking_comparison"]["verdicts"]
+        per_layer = [v for key, v in verdicts.items() if key.startswith("claim4_layer")]
+        assert len(per_layer) == 3 and verdicts["claim4"]["verdict"] == "cannot tell"
+        assert all("1 test concepts" in v["headline"] and "concepts for a significant result" in v["headline"]
+                   for v in per_layer)  # fmt: skip
         assert runs["figures"] and all(
             (dest / "figures" / "smollm2-135m" / f["file"]).is_file() for f in runs["figures"].values()
         )

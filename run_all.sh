@@ -15,6 +15,9 @@ notebook and section is running and the progress of long loops. Figures are stag
 place only when every notebook succeeded: a failed run leaves the previous figures untouched and keeps
 the partly executed notebook and the logs (their paths are printed). Then the read-along page is
 built: report/index.html (claim by claim, each model's verdict, numbers and figure; it opens offline).
+Forward passes are kept in .cache/activations, and every unit of fitting in .cache/results under a key
+of its code, data, settings and library versions: a rerun recomputes only what a change can affect
+(SPARSEPROBE_RESULTS=off recomputes every fit; rm -rf .cache/results forgets them).
 
   (no options)          the paper profile on every shipped concept -> figures/, notebooks/, report/,
                         and the findings table of README.md

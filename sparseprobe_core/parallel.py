@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from joblib import Parallel, delayed
 
-from . import progress
+from . import progress, results
 
 ENV_JOBS = "SPARSEPROBE_JOBS"
 ENV_SCHEDULER = "SPARSEPROBE_SCHEDULER"
@@ -98,12 +98,38 @@ def _map_on_cluster(address: str, fn: Callable, units: list[tuple], desc: str) -
 
 def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
     """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes, or on the Dask cluster of
-    $SPARSEPROBE_SCHEDULER when it is set; results in input order."""
+    $SPARSEPROBE_SCHEDULER when it is set; results in input order. Units found in the results cache
+    (`results`: same function, arguments, code and libraries) are read from it instead, the others
+    computed and stored."""
     global _starting
     if _starting is not None:
         list(_starting)  # the warm-up has finished (or finishes now); its workers are reused below
         _starting = None
     units = list(units)
+    keys, root = [None] * len(units), results.folder()
+    label = desc or getattr(fn, "__name__", "units")
+    if root is not None and units:
+        try:
+            fn_key = results.function_key(fn)
+            keys = [results.unit_key(fn_key, unit) for unit in units]
+        except results.Unkeyable as why:
+            progress.say(f"{label}: not cached, {why}")
+    out = [results.MISSING if k is None else results.load(root, k) for k in keys]
+    todo = [i for i, r in enumerate(out) if r is results.MISSING]
+    if len(todo) < len(units):
+        progress.say(
+            f"{label}: {len(units) - len(todo)} of {len(units)} units read from the results "
+            f"cache ({root}), {len(todo)} to compute"
+        )
+    for i, r in zip(todo, _compute(fn, [units[i] for i in todo], desc)):
+        out[i] = r
+        if keys[i] is not None:
+            results.save(root, keys[i], r)
+    return out
+
+
+def _compute(fn: Callable, units: list[tuple], desc: str) -> list:
+    """``[fn(*unit) for unit in units]`` on the cluster, the local workers, or in this process."""
     if scheduler() and units:
         return _map_on_cluster(scheduler(), fn, units, desc)
     n_jobs = min(n_workers(), len(units))

@@ -334,7 +334,7 @@ class SparseProber(ClassifierMixin, BaseEstimator):
         second named ranking; with k given, "|coefficient x weight| at a k-targeted fit"), then the
         unselected ones by their KKT score |X_i . (y - p)| at the fit descending (the neuron that
         would enter next as C grows comes first; zero-weight neurons score 0 and come last); ties
-        by neuron index. ``path_ranking`` gives the paper's other ranking, the order of entry.
+        by neuron index. ``path_order`` gives the paper's other ranking, the order of entry.
     """
 
     def __init__(
@@ -486,7 +486,7 @@ class _Walk:
 def _path_inputs(
     A, y, weighting: str, W_out, direction, n_strengths: int, c_max_ratio: float, standardize: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Validate the training rows and settings of a path (``path_ranking``, ``prober_path``): returns
+    """Validate the training rows and settings of a path (``path_order``, ``prober_path``): returns
     (A as float64, the two classes, y as 0/1, W_out, direction)."""
     A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2:
@@ -544,17 +544,25 @@ def _walk_path(
     return _Walk(design, Cs, coefs, intercepts, entry_step, ranking)
 
 
-def _training_walk(
-    A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-) -> _Walk:
-    """The path of ``path_ranking`` / ``path_entry_steps``: validated training rows, then ``_walk_path``."""
-    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
-    return _walk_path(
-        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    )
+@dataclass(frozen=True)
+class PathOrder:
+    """The paper's ranking from one walk along the weighted L1 path of the training rows.
+
+    ranking: the neurons best first, by order of entry (`prober_path`'s ranking); entry_step: for each
+    neuron the step of the C grid at which it enters (0-based), or -1 when it never does, in which case
+    it is ranked after every neuron that does, by how close it is to entering at the least regularised fit.
+    """
+
+    ranking: np.ndarray
+    entry_step: np.ndarray
+
+    @property
+    def n_entered(self) -> int:
+        """How many neurons the ranking orders by entry (the rest follow by the fallback order)."""
+        return int((self.entry_step >= 0).sum())
 
 
-def path_ranking(
+def path_order(
     A,
     y,
     *,
@@ -569,38 +577,16 @@ def path_ranking(
     seed: int = 0,
     tol: float = 1e-4,
     max_iter: int = 1000,
-) -> np.ndarray:
+) -> PathOrder:
     """The paper's neuron ranking: order of entry along the weighted L1 path of (A, y), best first.
 
     Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
     held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
-    return _training_walk(
-        A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    ).ranking
-
-
-def path_entry_steps(
-    A,
-    y,
-    *,
-    weighting: str = "contribution",
-    W_out=None,
-    direction=None,
-    n_strengths: int = 20,
-    c_max_ratio: float = 100.0,
-    standardize: str = "global",
-    gamma: float = 1.0,
-    dense_C: float = 1.0,
-    seed: int = 0,
-    tol: float = 1e-4,
-    max_iter: int = 1000,
-) -> np.ndarray:
-    """For each neuron, the step of ``path_ranking``'s C grid at which it enters the path (0-based), or -1
-    when it never does: how much of the ranking is order of entry (``(steps >= 0).sum()`` neurons) and how
-    much is the fallback order of the rest (closeness to entering at the least regularised fit)."""
-    return _training_walk(
-        A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    ).entry_step
+    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
+    walk = _walk_path(
+        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
+    )
+    return PathOrder(ranking=walk.ranking, entry_step=walk.entry_step)
 
 
 def prober_path(
@@ -628,7 +614,7 @@ def prober_path(
     module docstring). ranking = order of entry along the path: neurons entering at an earlier C
     rank higher, ties broken by |coef_weighted| (|theta|, the coefficient of the weighted feature)
     at entry; neurons that never enter follow, ordered by their KKT score |X_i . (y - p)| at the
-    largest C (the next to enter first); remaining ties by neuron index. ``path_ranking`` gives the
+    largest C (the next to enter first); remaining ties by neuron index. ``path_order`` gives the
     same ranking without held-out rows.
     """
     A, classes, y01, W_out, direction = _path_inputs(

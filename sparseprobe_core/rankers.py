@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from . import theory
 from .config import RankerSettings
-from .prober import SparseProber, path_entry_steps, path_ranking
+from .prober import PathOrder, SparseProber, path_order
 from .theory import effective_neuron_weights
 
 
@@ -202,18 +202,18 @@ def _path_settings(ctx: RankContext, weighting: str) -> dict:
     )
 
 
-def path_entered(ctx: RankContext, weighting: str = "contribution") -> int:
-    """How many neurons ever enter the sparse prober's L1 path (``prober.path_entry_steps``): the first
-    that many of its ranking are ordered by entry, the rest by closeness to entering at the last fit."""
-    return int((path_entry_steps(ctx.A, ctx.y, **_path_settings(ctx, weighting)) >= 0).sum())
+def paper_path(ctx: RankContext, weighting: str = "contribution") -> PathOrder:
+    """The sparse prober's L1 path on the context's training rows (``prober.path_order``): its ranking
+    and, for diagnostics, which neurons ever enter (the rest are ordered by closeness to entering)."""
+    return path_order(ctx.A, ctx.y, **_path_settings(ctx, weighting))
 
 
 def _sparse_prober_path_scores(weighting: str) -> Callable[[RankContext], np.ndarray]:
     """Ranker for the weighted sparse prober (prober.py) with one weighting: order of entry along its L1
-    path (``prober.path_ranking``), the paper's ranking; only the weighting differs between them."""
+    path (``prober.path_order``), the paper's ranking; only the weighting differs between them."""
 
     def scores(ctx: RankContext) -> np.ndarray:
-        return _scores_from_order(path_ranking(ctx.A, ctx.y, **_path_settings(ctx, weighting)))
+        return _scores_from_order(paper_path(ctx, weighting).ranking)
 
     scores.__doc__ = f"Order of entry along the sparse prober's L1 path, weighting={weighting!r} (claim 3)."
     return scores

@@ -38,6 +38,9 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()
+# Tests compute every unit (the results cache would replay a fit that a test means to exercise); the
+# kernels nbval starts and the run_all.sh runs tests start inherit this. tests/test_results.py turns it on.
+os.environ.setdefault("SPARSEPROBE_RESULTS", "off")
 
 
 def pytest_addoption(parser):

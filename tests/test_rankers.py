@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from sparseprobe_core.prober import SparseProber, path_entry_steps, path_ranking
+from sparseprobe_core.prober import SparseProber, path_order
 from sparseprobe_core.rankers import (
     RANKERS,
     RankContext,
     _mass_entry_fraction,
     concept_direction,
-    path_entered,
+    paper_path,
     probeless_scores,
     rank,
 )
@@ -108,7 +108,7 @@ def test_grad_x_act_probe_uses_given_direction(ctx):
 
 def test_sparse_prober_rankers_are_the_path_entry_order_and_the_coefw_fit(ctx):
     st = ctx.settings
-    path = path_ranking(
+    path = path_order(
         ctx.A,
         ctx.y,
         weighting="norm",
@@ -116,7 +116,7 @@ def test_sparse_prober_rankers_are_the_path_entry_order_and_the_coefw_fit(ctx):
         n_strengths=st.path_n_strengths,
         c_max_ratio=st.path_c_max_ratio,
         seed=ctx.seed,
-    )
+    ).ranking
     assert np.array_equal(rank("sparse_prober_norm", ctx), path)
     d = concept_direction(ctx)
     prober = SparseProber(weighting="contribution", W_out=ctx.W_out, direction=d, k=st.coefw_k, seed=ctx.seed)
@@ -141,10 +141,10 @@ def test_shape_mismatch_is_rejected(ctx):
         rank("mean_diff", bad)
 
 
-def test_path_entered_counts_the_neurons_ordered_by_entry(ctx):
+def test_paper_path_counts_the_neurons_ordered_by_entry(ctx):
     st = ctx.settings
     d = concept_direction(ctx)
-    steps = path_entry_steps(
+    steps = path_order(
         ctx.A,
         ctx.y,
         weighting="contribution",
@@ -153,7 +153,7 @@ def test_path_entered_counts_the_neurons_ordered_by_entry(ctx):
         n_strengths=st.path_n_strengths,
         c_max_ratio=st.path_c_max_ratio,
         seed=ctx.seed,
-    )
-    n = path_entered(ctx)
+    ).entry_step
+    n = paper_path(ctx).n_entered
     assert n == (steps >= 0).sum() and 0 < n <= ctx.A.shape[1]
     assert set(rank("sparse_prober_contribution", ctx)[:n]) == set(np.flatnonzero(steps >= 0))

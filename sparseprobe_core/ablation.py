@@ -195,6 +195,28 @@ class OutputEvaluator:
         return float(roc_auc_score(self.data.y_test, self.scores(keep, fill)))
 
 
+def _retrained_fit(data: LayerData, keep: np.ndarray, seed: int):
+    """The (iii) probe refitted on the fit split's kept neurons: (scaler, fitted classifier, rotation Q or
+    None); a row's score is ``lr.decision_function(scaler.transform(a[keep]) [@ Q])``."""
+    probe = dense_probe(seed)
+    scaler, lr = probe[0], probe[-1]
+    Z_fit = scaler.fit_transform(data.A_fit[:, keep])
+    Q = None
+    if Z_fit.shape[1] > Z_fit.shape[0]:
+        # not the Gram matrix's eigendecomposition: it is faster but squares the condition number, and it
+        # moved one (iii) area in the 4th decimal (measured); the QR keeps every number
+        Q, R = np.linalg.qr(Z_fit.T)
+        Z_fit = R.T
+    lr.fit(Z_fit, data.y_fit)
+    return scaler, lr, Q
+
+
+def _retrained_scores(fitted, A: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    scaler, lr, Q = fitted
+    Z = scaler.transform(A[:, keep])
+    return lr.decision_function(Z if Q is None else Z @ Q)
+
+
 def retrained_auroc(data: LayerData, keep: np.ndarray, seed: int = 0) -> float:
     """(iii) AUROC on test of a dense_probe refitted on the fit split using only the kept neurons (0.5 if
     none). Ablated neurons are constant, so the fill (mean or zero) does not change this number.
@@ -205,17 +227,55 @@ def retrained_auroc(data: LayerData, keep: np.ndarray, seed: int = 0) -> float:
     (about 2x faster for remove-top-k, where k is nearly d_mlp)."""
     if not keep.any():
         return 0.5
-    probe = dense_probe(seed)
-    scaler, lr = probe[0], probe[-1]
-    Z_fit = scaler.fit_transform(data.A_fit[:, keep])
-    Z_test = scaler.transform(data.A_test[:, keep])
-    if Z_fit.shape[1] > Z_fit.shape[0]:
-        # not the Gram matrix's eigendecomposition: it is faster but squares the condition number, and it
-        # moved one (iii) area in the 4th decimal (measured); the QR keeps every number
-        Q, R = np.linalg.qr(Z_fit.T)
-        Z_fit, Z_test = R.T, Z_test @ Q
-    lr.fit(Z_fit, data.y_fit)
-    return float(roc_auc_score(data.y_test, lr.decision_function(Z_test)))
+    fitted = _retrained_fit(data, keep, seed)
+    return float(roc_auc_score(data.y_test, _retrained_scores(fitted, data.A_test, keep)))
+
+
+BELOW_CHANCE_CAUSES = (
+    "read against the reference shift",
+    "shift flips from reference to test rows",
+    "neither (mean shift > 0, AUROC < 0.5)",
+)
+
+
+def _class_shift(score: np.ndarray, y: np.ndarray) -> float:
+    return float(score[y == 1].mean() - score[y == 0].mean())
+
+
+def below_chance_cause(
+    data: LayerData, keep: np.ndarray, evaluation: str, judge: OutputEvaluator | None = None, seed: int = 0
+) -> str:
+    """Why an AUROC with the neurons `keep` kept is below 0.5, measured (one of ``BELOW_CHANCE_CAUSES``).
+
+    Under both evaluations a test row's score is linear in the kept neurons: (i) s = a_K . beta_K + const
+    (the judge read as a neuron probe, beta = W_out w), (iii) the probe refitted on the kept neurons
+    (`retrained_auroc`). Its AUROC is below 0.5 when the test rows of the concept's class score lower,
+    which for a mean is s's class shift on the test rows being negative. Compared with the shift on the
+    reference rows, those the score was read or fitted against ((i): the ranking's train rows, where
+    the neurons were chosen; (iii): the probe's own fit rows):
+
+    - "read against the reference shift": the shift is <= 0 already on the reference rows ((i): the
+      judge, fitted with every neuron, weighs the kept ones against how they move);
+    - "shift flips from reference to test rows": > 0 on the reference rows, <= 0 on the test rows (the
+      kept neurons' class signal does not hold out: noise, or too few rows);
+    - "neither ...": > 0 on both (the AUROC and the mean shift disagree, e.g. a skewed score).
+
+    For (i) at k = 1 this is the sign of beta_i times the neuron's train and test class shifts."""
+    if not keep.any():
+        raise ValueError("no neuron is kept; a cause is defined for keep-top-k with k >= 1")
+    if evaluation == "(i)":
+        if judge is None:
+            raise ValueError("evaluation (i) needs its judge (OutputEvaluator)")
+        beta = judge.beta[keep]
+        ref = _class_shift(data.A_train[:, keep] @ beta, data.y_train)
+        test = _class_shift(data.A_test[:, keep] @ beta, data.y_test)
+    elif evaluation == "(iii)":
+        fitted = _retrained_fit(data, keep, seed)
+        ref = _class_shift(_retrained_scores(fitted, data.A_fit, keep), data.y_fit)
+        test = _class_shift(_retrained_scores(fitted, data.A_test, keep), data.y_test)
+    else:
+        raise ValueError(f"evaluation {evaluation!r}; pass '(i)' or '(iii)'")
+    return BELOW_CHANCE_CAUSES[0] if ref <= 0 else BELOW_CHANCE_CAUSES[1] if test <= 0 else BELOW_CHANCE_CAUSES[2]
 
 
 @contextmanager

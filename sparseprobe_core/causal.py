@@ -303,12 +303,9 @@ def paired_tests(arm_effects: pd.DataFrame, method: str, baselines: list[str], s
             a, b = own.set_index("text")["effect"], theirs.set_index("text")["effect"]
             d = SIGN[key[3]] * (a - b.loc[a.index]).to_numpy() / own["scale"].iloc[0]
             low, high = comparison.bootstrap_ci(d, seed=seed)
-            ranks = pd.Series(np.abs(d[d != 0])).rank().to_numpy()
-            plus, minus = ranks[d[d != 0] > 0].sum(), ranks[d[d != 0] < 0].sum()
             rows.append(
                 dict(zip(keys, key), method=method, baseline=base, n=len(d), mean_d=float(d.mean()), ci_low=low,
-                     ci_high=high, rank_biserial=float((plus - minus) / (plus + minus)) if plus + minus else 0.0,
-                     p=comparison.wilcoxon_p(d))
+                     ci_high=high, rank_biserial=comparison.rank_biserial(d), p=comparison.wilcoxon_p(d))
             )  # fmt: skip
     out = pd.DataFrame(rows)
     if out.empty:
@@ -322,6 +319,41 @@ def paired_tests(arm_effects: pd.DataFrame, method: str, baselines: list[str], s
         np.where(out["rank_biserial"] > 0, "better", "worse"),
     )
     return out
+
+
+def cell_summary(tests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`paired_tests`' rows for reading: counted over cells by verdict per (readout, mode, baseline), then
+    cell by cell, each entry "mean_d (p_holm p) verdict" (n.d.: no detectable difference)."""
+    counts = (
+        tests.groupby(["readout", "mode", "baseline"])
+        .agg(cells=("verdict", "size"), better=("verdict", lambda v: (v == "better").sum()),
+             worse=("verdict", lambda v: (v == "worse").sum()), mean_d=("mean_d", "mean"),
+             rank_biserial=("rank_biserial", "mean"))
+    )  # fmt: skip
+    short = tests["verdict"].replace("no detectable difference", "n.d.")
+    result = tests.assign(
+        result=[f"{m:+.3f} (p_holm {p:.3f}) {v}" for m, p, v in zip(tests["mean_d"], tests["p_holm"], short)]
+    )
+    per_cell = result.pivot(index=["concept", "layer", "readout", "mode", "n"], columns="baseline", values="result")
+    return counts, per_cell
+
+
+def within_cell_headline(tests: pd.DataFrame, readout: str, mode: str) -> str:
+    """The within-cell verdicts of one readout and mode in words, cell by cell: "concept layer L: better than
+    a, b, no detectable difference from c" ("none" without such cells)."""
+    words = {
+        "better": "better than",
+        "worse": "worse than",
+        "no detectable difference": "no detectable difference from",
+    }
+    sel = tests[(tests["readout"] == readout) & (tests["mode"] == mode)] if len(tests) else tests
+    return (
+        "; ".join(
+            f"{c} layer {L}: " + ", ".join(f"{words[v]} {', '.join(g['baseline'])}" for v, g in cell.groupby("verdict"))
+            for (c, L), cell in sel.groupby(["concept", "layer"])
+        )
+        or "none"
+    )
 
 
 def concept_areas(arm_effects: pd.DataFrame, concepts: list[str] | None = None) -> pd.DataFrame:

@@ -75,16 +75,23 @@ def wilcoxon_p(d: np.ndarray) -> float:
     return float(wilcoxon(d).pvalue)
 
 
-def signed_rank_direction(d: np.ndarray) -> int:
-    """+1 / -1 / 0: the side the signed-rank test leans to, sign(R+ - R-), the sums of the ranks of |d_c|
-    (zeros dropped, ties averaged) over positive and negative d_c. The test's direction, which the
-    mean of d_c need not share: one large positive d_c can outweigh many small negative ones."""
+def rank_biserial(d: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation (R+ - R-) / (R+ + R-) of the signed-rank test on `d`: R+ and
+    R- sum the ranks of |d| (zeros dropped, ties averaged) over positive and negative d; +1 when every
+    nonzero d is positive, 0 when they balance (or all are zero)."""
     from scipy.stats import rankdata
 
     d = np.asarray(d, dtype=float)
     d = d[d != 0]
     ranks = rankdata(np.abs(d))
-    return int(np.sign(ranks[d > 0].sum() - ranks[d < 0].sum()))
+    plus, minus = ranks[d > 0].sum(), ranks[d < 0].sum()
+    return float((plus - minus) / (plus + minus)) if plus + minus else 0.0
+
+
+def signed_rank_direction(d: np.ndarray) -> int:
+    """+1 / -1 / 0: the side the signed-rank test leans to, the sign of ``rank_biserial(d)``. The test's
+    direction, which the mean of d need not share: one large positive d can outweigh many small negative ones."""
+    return int(np.sign(rank_biserial(d)))
 
 
 def bootstrap_ci(d: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -179,3 +186,68 @@ def holm_over(families: dict, alpha: float = ALPHA) -> pd.DataFrame:
 def smallest_p(n: int) -> float:
     """The smallest two-sided p-value a signed-rank test on n paired values can give: 2 / 2^n."""
     return 2.0 / 2.0**n
+
+
+def needed_concepts(m: int, alpha: float = ALPHA) -> int:
+    """The fewest concepts with which a family of `m` comparisons can reach Holm's first level,
+    ``smallest_p(n) < alpha / m``."""
+    n = 1
+    while smallest_p(n) >= alpha / m:
+        n += 1
+    return n
+
+
+def decide(family: pd.DataFrame, must_beat: list[str], must_not_lose_to: list[str]) -> str:
+    """A claim's decision rule on one ``compare`` family (or a ``holm_over`` one, whose rows carry a
+    ``part``): "does not hold" when the method is significantly worse than any of `must_not_lose_to`;
+    "holds" when it is significantly better than every one of `must_beat` in every (part, evaluation,
+    mode) of the family; "cannot tell" otherwise."""
+    if len(family[family["baseline"].isin(must_not_lose_to) & (family["verdict"] == "worse")]):
+        return "does not hold"
+    beat = family[family["baseline"].isin(must_beat)]
+    cells = family.groupby([c for c in ("part", "evaluation", "mode") if c in family]).ngroups
+    if len(beat) == len(must_beat) * cells and (beat["verdict"] == "better").all():
+        return "holds"
+    return "cannot tell"
+
+
+def identical_rankings(areas: pd.DataFrame, methods: list[str]) -> list[list[str]]:
+    """`methods` grouped by identical areas on every unit of `areas` (columns layer, eval, mode, concept,
+    seed, method, area): one ranking under several names (e.g. on two classes the class-mean difference
+    and probeless both order neurons by |mu+ - mu-|). Groups in the order of `methods`."""
+    piv = areas.pivot_table(index=["layer", "eval", "mode", "concept", "seed"], columns="method", values="area")
+    groups: list[list[str]] = []
+    for m in (m for m in methods if m in piv):
+        match = next((g for g in groups if np.array_equal(piv[g[0]].to_numpy(), piv[m].to_numpy())), None)
+        if match:
+            match.append(m)
+        else:
+            groups.append([m])
+    return groups
+
+
+def region_differences(
+    curves: pd.DataFrame, entered: pd.DataFrame, method: str, baselines: list[str], seed: int = 0
+) -> pd.DataFrame:
+    """Where on the k grid `method` differs from each baseline: per (layer, evaluation, mode), the mean over
+    concepts of d_c (as in ``compare``, but of the AUROCs averaged over k points, not of areas) over the k
+    up to each unit's number of neurons that enter the paper's path ("entered") and over the larger k
+    ("fallback"), with its bootstrap interval over concepts. Descriptive: no test.
+
+    `curves`: one row per (concept, layer, seed, method, eval, mode, k) with an "auroc"; `entered`: one
+    row per (concept, layer, seed) with "entered". Returns rows of layer, baseline, eval, mode, region, n,
+    mean, ci_low, ci_high."""
+    keys = ["concept", "layer", "seed"]
+    df = curves.merge(entered[[*keys, "entered"]], on=keys)
+    df = df.assign(region=np.where(df["k"] <= df["entered"], "entered", "fallback"))
+    mean_k = df.groupby(["layer", "eval", "mode", "region", "concept", "seed", "method"])["auroc"].mean()
+    mean_k = mean_k.unstack("method")
+    sign = np.where(mean_k.index.get_level_values("mode") == "keep", 1.0, -1.0)
+    rows = []
+    for b in baselines:
+        d = (sign * (mean_k[method] - mean_k[b])).groupby(["layer", "eval", "mode", "region", "concept"]).mean()
+        for (layer, ev, mode, region), dc in d.groupby(["layer", "eval", "mode", "region"]):
+            low, high = bootstrap_ci(dc.to_numpy(), seed=seed)
+            rows.append(dict(layer=layer, baseline=b, eval=ev, mode=mode, region=region, n=len(dc),
+                             mean=float(dc.mean()), ci_low=low, ci_high=high))  # fmt: skip
+    return pd.DataFrame(rows)

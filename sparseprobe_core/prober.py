@@ -334,7 +334,7 @@ class SparseProber(ClassifierMixin, BaseEstimator):
         second named ranking; with k given, "|coefficient x weight| at a k-targeted fit"), then the
         unselected ones by their KKT score |X_i . (y - p)| at the fit descending (the neuron that
         would enter next as C grows comes first; zero-weight neurons score 0 and come last); ties
-        by neuron index. ``path_order`` gives the paper's other ranking, the order of entry.
+        by neuron index. ``prober_path`` gives the paper's other ranking, the order of entry.
     """
 
     def __init__(
@@ -434,13 +434,19 @@ class PathResult:
     Cs: np.ndarray  # (n_strengths,) increasing; Cs[0] = l1_min_c (empty model)
     n_selected: np.ndarray  # (n_strengths,) number of non-zero coefficients
     selected: list[np.ndarray]  # sorted neuron indices selected at each C
-    auroc: np.ndarray  # (n_strengths,) roc_auc_score on (A_val, y_val)
+    auroc: np.ndarray  # (n_strengths,) roc_auc_score on (A_val, y_val); NaN without held-out rows
     coefs: np.ndarray  # (n_strengths, d_mlp) neuron-space coefficients (raw units)
     intercepts: np.ndarray  # (n_strengths,) so score = A @ coefs[j] + intercepts[j]
     entry_step: np.ndarray  # (d_mlp,) first path index where the neuron is non-zero; -1 never
     ranking: np.ndarray  # permutation of range(d_mlp), best first (order of entry)
     feature_weights: np.ndarray  # (d_mlp,) w_i used
     direction: np.ndarray | None  # unit concept direction (contribution weighting)
+
+    @property
+    def n_entered(self) -> int:
+        """How many neurons ever enter the path: the first that many of ``ranking`` are ordered by entry,
+        the rest by how close they are to entering at the least regularised fit."""
+        return int((self.entry_step >= 0).sum())
 
     def top(self, k: int) -> np.ndarray:
         """The k best-ranked neurons (order of entry along the path)."""
@@ -471,22 +477,10 @@ class PathResult:
         return out
 
 
-@dataclass(frozen=True)
-class _Walk:
-    """The fits along one path: Cs, neuron-space coefficients, entry steps and the order of entry."""
-
-    design: _Design
-    Cs: np.ndarray
-    coefs: np.ndarray
-    intercepts: np.ndarray
-    entry_step: np.ndarray
-    ranking: np.ndarray
-
-
 def _path_inputs(
     A, y, weighting: str, W_out, direction, n_strengths: int, c_max_ratio: float, standardize: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Validate the training rows and settings of a path (``path_order``, ``prober_path``): returns
+    """Validate the training rows and settings of a path (``prober_path``): returns
     (A as float64, the two classes, y as 0/1, W_out, direction)."""
     A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2:
@@ -504,96 +498,32 @@ def _path_inputs(
     return A, classes, y01, W_out, direction
 
 
-def _walk_path(
-    A: np.ndarray,
-    y01: np.ndarray,
-    weighting: str,
-    W_out: np.ndarray | None,
-    direction: np.ndarray | None,
-    n_strengths: int,
-    c_max_ratio: float,
-    standardize: str,
-    gamma: float,
-    dense_C: float,
-    seed: int,
-    tol: float,
-    max_iter: int,
-) -> _Walk:
-    """Fit the weighted L1 path on (A, y01) (validated by the caller); ranking = order of entry, as
-    documented in ``prober_path``."""
-    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C, seed)
-    Cs = _min_C(design.X, y01) * np.logspace(0.0, np.log10(c_max_ratio), n_strengths)
-    d_mlp = A.shape[1]
-    coefs = np.zeros((n_strengths, d_mlp))
-    intercepts = np.zeros(n_strengths)
-    entry_step = np.full(d_mlp, -1, dtype=np.int64)
-    entry_size = np.zeros(d_mlp)
-    for j, C in enumerate(Cs):
-        if j == 0:
-            # At l1_min_c the model is empty by the KKT conditions; liblinear stalls on this kink.
-            theta, b0 = np.zeros(d_mlp), float(np.log(y01.mean() / (1 - y01.mean())))
-        else:
-            theta, b0, _ = _l1_fit(design.X, y01, C, seed, tol, max_iter)
-        coefs[j], intercepts[j] = design.to_neuron(theta, b0)
-        new = (theta != 0) & (entry_step < 0)
-        entry_step[new] = j
-        entry_size[new] = np.abs(theta[new])
-    never = entry_step < 0
-    entry_size[never] = _kkt_scores(design.X, y01, theta, b0)[never]
-    ranking = _ranking(np.where(never, n_strengths, entry_step), entry_size)
-    return _Walk(design, Cs, coefs, intercepts, entry_step, ranking)
-
-
-@dataclass(frozen=True)
-class PathOrder:
-    """The paper's ranking from one walk along the weighted L1 path of the training rows.
-
-    ranking: the neurons best first, by order of entry (`prober_path`'s ranking); entry_step: for each
-    neuron the step of the C grid at which it enters (0-based), or -1 when it never does, in which case
-    it is ranked after every neuron that does, by how close it is to entering at the least regularised fit.
-    """
-
-    ranking: np.ndarray
-    entry_step: np.ndarray
-
-    @property
-    def n_entered(self) -> int:
-        """How many neurons the ranking orders by entry (the rest follow by the fallback order)."""
-        return int((self.entry_step >= 0).sum())
-
-
-def path_order(
-    A,
-    y,
-    *,
-    weighting: str = "contribution",
-    W_out=None,
-    direction=None,
-    n_strengths: int = 20,
-    c_max_ratio: float = 100.0,
-    standardize: str = "global",
-    gamma: float = 1.0,
-    dense_C: float = 1.0,
-    seed: int = 0,
-    tol: float = 1e-4,
-    max_iter: int = 1000,
-) -> PathOrder:
-    """The paper's neuron ranking: order of entry along the weighted L1 path of (A, y), best first.
-
-    Exactly ``prober_path(A, y, ...).ranking`` (same design, same Cs, same tie-breaks), without the
-    held-out rows that ``prober_path`` needs for its AUROCs: a ranker sees its training rows only."""
-    A, _, y01, W_out, direction = _path_inputs(A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize)
-    walk = _walk_path(
-        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    )
-    return PathOrder(ranking=walk.ranking, entry_step=walk.entry_step)
+def _held_out(A: np.ndarray, classes: np.ndarray, A_val, y_val) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a path's held-out rows against its training rows: (A_val as float64, y_val as 0/1)."""
+    if A_val is None or y_val is None:
+        raise ValueError("pass both A_val and y_val (held-out rows for the AUROCs), or neither")
+    A_val = np.asarray(A_val, dtype=np.float64)
+    if A_val.ndim != 2 or A_val.shape[1] != A.shape[1]:
+        raise ValueError(
+            f"A has shape {A.shape} and A_val {A_val.shape}; pass 2-D activations of "
+            "the same neurons (same d_mlp columns)"
+        )
+    _check_finite(A_val, "A_val")
+    y_val = np.asarray(y_val)
+    if y_val.shape != (A_val.shape[0],):
+        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label per row")
+    if not np.all(np.isin(y_val, classes)) or np.unique(y_val).shape[0] < 2:
+        raise ValueError(
+            f"y_val must contain both training classes {classes.tolist()} for AUROC; use a stratified split"
+        )
+    return A_val, (y_val == classes[1]).astype(np.int64)
 
 
 def prober_path(
     A,
     y,
-    A_val,
-    y_val,
+    A_val=None,
+    y_val=None,
     *,
     weighting: str = "contribution",
     W_out=None,
@@ -614,44 +544,53 @@ def prober_path(
     module docstring). ranking = order of entry along the path: neurons entering at an earlier C
     rank higher, ties broken by |coef_weighted| (|theta|, the coefficient of the weighted feature)
     at entry; neurons that never enter follow, ordered by their KKT score |X_i . (y - p)| at the
-    largest C (the next to enter first); remaining ties by neuron index. ``path_order`` gives the
-    same ranking without held-out rows.
+    largest C (the next to enter first); remaining ties by neuron index.
+
+    Without held-out rows (A_val, y_val None) the AUROCs are NaN: the paper's ranking as a ranker needs
+    only its training rows (``rankers.paper_path``).
     """
     A, classes, y01, W_out, direction = _path_inputs(
         A, y, weighting, W_out, direction, n_strengths, c_max_ratio, standardize
     )
-    A_val = np.asarray(A_val, dtype=np.float64)
-    if A_val.ndim != 2 or A_val.shape[1] != A.shape[1]:
-        raise ValueError(
-            f"A has shape {A.shape} and A_val {A_val.shape}; pass 2-D activations of "
-            "the same neurons (same d_mlp columns)"
-        )
-    _check_finite(A_val, "A_val")
-    y_val = np.asarray(y_val)
-    if y_val.shape != (A_val.shape[0],):
-        raise ValueError(f"y_val has shape {y_val.shape} for {A_val.shape[0]} rows; pass one label per row")
-    if not np.all(np.isin(y_val, classes)) or np.unique(y_val).shape[0] < 2:
-        raise ValueError(
-            f"y_val must contain both training classes {classes.tolist()} for AUROC; use a stratified split"
-        )
-    yv01 = (y_val == classes[1]).astype(np.int64)
-    walk = _walk_path(
-        A, y01, weighting, W_out, direction, n_strengths, c_max_ratio, standardize, gamma, dense_C, seed, tol, max_iter
-    )
-    auroc = np.array([roc_auc_score(yv01, A_val @ c + b) for c, b in zip(walk.coefs, walk.intercepts)])
-    selected = [np.flatnonzero(c) for c in walk.coefs]
+    held = None if A_val is None and y_val is None else _held_out(A, classes, A_val, y_val)
+    design = _build_design(A, y01, weighting, W_out, direction, standardize, gamma, dense_C, seed)
+    Cs = _min_C(design.X, y01) * np.logspace(0.0, np.log10(c_max_ratio), n_strengths)
+    d_mlp = A.shape[1]
+    coefs = np.zeros((n_strengths, d_mlp))
+    intercepts = np.zeros(n_strengths)
+    entry_step = np.full(d_mlp, -1, dtype=np.int64)
+    entry_size = np.zeros(d_mlp)
+    for j, C in enumerate(Cs):
+        if j == 0:
+            # At l1_min_c the model is empty by the KKT conditions; liblinear stalls on this kink.
+            theta, b0 = np.zeros(d_mlp), float(np.log(y01.mean() / (1 - y01.mean())))
+        else:
+            theta, b0, _ = _l1_fit(design.X, y01, C, seed, tol, max_iter)
+        coefs[j], intercepts[j] = design.to_neuron(theta, b0)
+        new = (theta != 0) & (entry_step < 0)
+        entry_step[new] = j
+        entry_size[new] = np.abs(theta[new])
+    never = entry_step < 0
+    entry_size[never] = _kkt_scores(design.X, y01, theta, b0)[never]
+    ranking = _ranking(np.where(never, n_strengths, entry_step), entry_size)
+    if held is None:
+        auroc = np.full(n_strengths, np.nan)
+    else:
+        A_val, yv01 = held
+        auroc = np.array([roc_auc_score(yv01, A_val @ c + b) for c, b in zip(coefs, intercepts)])
+    selected = [np.flatnonzero(c) for c in coefs]
     return PathResult(
         weighting,
-        walk.Cs,
+        Cs,
         np.array([s.shape[0] for s in selected]),
         selected,
         auroc,
-        walk.coefs,
-        walk.intercepts,
-        walk.entry_step,
-        walk.ranking,
-        walk.design.weights,
-        walk.design.direction,
+        coefs,
+        intercepts,
+        entry_step,
+        ranking,
+        design.weights,
+        design.direction,
     )
 
 

@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from . import theory
 from .config import RankerSettings
-from .prober import PathOrder, SparseProber, path_order
+from .prober import PathResult, SparseProber, prober_path
 from .theory import effective_neuron_weights
 
 
@@ -202,15 +202,16 @@ def _path_settings(ctx: RankContext, weighting: str) -> dict:
     )
 
 
-def paper_path(ctx: RankContext, weighting: str = "contribution") -> PathOrder:
-    """The sparse prober's L1 path on the context's training rows (``prober.path_order``): its ranking
-    and, for diagnostics, which neurons ever enter (the rest are ordered by closeness to entering)."""
-    return path_order(ctx.A, ctx.y, **_path_settings(ctx, weighting))
+def paper_path(ctx: RankContext, weighting: str = "contribution") -> PathResult:
+    """The sparse prober's L1 path on the context's training rows only (``prober.prober_path`` without
+    held-out rows): its ranking and, for diagnostics, how many neurons ever enter (``n_entered``; the rest
+    are ordered by closeness to entering)."""
+    return prober_path(ctx.A, ctx.y, **_path_settings(ctx, weighting))
 
 
 def _sparse_prober_path_scores(weighting: str) -> Callable[[RankContext], np.ndarray]:
     """Ranker for the weighted sparse prober (prober.py) with one weighting: order of entry along its L1
-    path (``prober.path_order``), the paper's ranking; only the weighting differs between them."""
+    path (``paper_path``), the paper's ranking; only the weighting differs between them."""
 
     def scores(ctx: RankContext) -> np.ndarray:
         return _scores_from_order(paper_path(ctx, weighting).ranking)

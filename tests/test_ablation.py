@@ -454,3 +454,36 @@ def test_ablated_final_resid_rejects_unknown_positions(bridge):
             bridge, [[1, 2]], 1, [np.ones(bridge.cfg.d_mlp, bool)], np.zeros(1), positions="first"
         )
     assert "\n" not in str(err.value)
+
+
+class _Judge:
+    """An (i) judge stand-in: only its neuron weights matter to the cause."""
+
+    def __init__(self, beta):
+        self.beta = np.asarray(beta, dtype=float)
+
+
+def _two_neuron_data(test_sign: float) -> LayerData:
+    """Neuron 0 moves up with the class on train and fit rows and by `test_sign` on test rows; neuron 1 is noise."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+
+    def rows(sign):
+        return np.c_[sign * 2.0 * y + rng.normal(size=200), rng.normal(size=200)]
+
+    return LayerData(rows(1), y, rows(1), y, rows(test_sign), y, np.eye(2), np.zeros(2))
+
+
+def test_below_chance_causes_are_measured_from_the_class_shifts():
+    keep = np.array([True, False])
+    held, flipped = _two_neuron_data(1.0), _two_neuron_data(-1.0)
+    causes = ablation.BELOW_CHANCE_CAUSES
+    assert ablation.below_chance_cause(held, keep, "(i)", judge=_Judge([-1.0, 0.0])) == causes[0]  # read against
+    assert ablation.below_chance_cause(flipped, keep, "(i)", judge=_Judge([1.0, 0.0])) == causes[1]
+    assert ablation.below_chance_cause(held, keep, "(i)", judge=_Judge([1.0, 0.0])) == causes[2]  # (not below 0.5)
+    assert ablation.below_chance_cause(flipped, keep, "(iii)") == causes[1]  # the refit reads its own fit rows right
+    assert retrained_auroc(flipped, keep) < 0.5 < retrained_auroc(held, keep)
+    with pytest.raises(ValueError, match="needs its judge"):
+        ablation.below_chance_cause(held, keep, "(i)")
+    with pytest.raises(ValueError, match="k >= 1"):
+        ablation.below_chance_cause(held, np.zeros(2, dtype=bool), "(iii)")

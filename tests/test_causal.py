@@ -174,3 +174,15 @@ def test_concept_areas_feed_the_concept_level_comparison_and_verdict(rng):
     word, line = causal.verdict(few)
     assert word == "cannot tell" and "cannot reach significance" in line
     assert causal.verdict(compared, readout="probe")[0] == "cannot tell"  # no probe cell qualified
+
+
+def test_cell_summary_and_headline_read_the_paired_tests(rng):
+    out = causal.paired_tests(_arm_effects(rng), "ours", ["base", "same"])
+    counts, per_cell = causal.cell_summary(out)
+    base = counts.loc[("behaviour", "remove", "base")]
+    assert base["cells"] == 7 and base["better"] == 7 and base["worse"] == 0
+    assert counts.loc[("behaviour", "keep", "same"), "better"] == 0
+    assert per_cell.shape == (7 * 2, 2) and per_cell.iloc[0]["same"].endswith("n.d.")
+    line = causal.within_cell_headline(out, "behaviour", "remove")
+    assert line.count("better than base") == 7 and "no detectable difference from same" in line
+    assert causal.within_cell_headline(out, "probe", "remove") == "none"

@@ -89,3 +89,58 @@ def test_holm_over_layers_is_one_family_and_only_ever_stricter():
     assert set(both["verdict"]) <= {"better", "no detectable difference"}
     with pytest.raises(ValueError, match="no families"):
         comparison.holm_over({})
+
+
+def test_rank_biserial_is_the_signed_rank_balance():
+    assert comparison.rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
+    assert comparison.rank_biserial(np.array([0.0, 0.0])) == 0.0
+    # ranks of |d|: 1 -> 1, -2 -> 2, 3 -> 3 (zero dropped): (4 - 2) / 6
+    assert comparison.rank_biserial(np.array([1.0, -2.0, 3.0, 0.0])) == pytest.approx(1 / 3)
+    assert comparison.signed_rank_direction(np.array([-5.0, 1.0])) == -1
+
+
+def test_needed_concepts_is_the_first_n_that_can_pass_holms_first_level():
+    for m in (1, 18, 153):
+        n = comparison.needed_concepts(m)
+        assert comparison.smallest_p(n) < 0.05 / m <= comparison.smallest_p(n - 1)
+    assert comparison.needed_concepts(1) == 6  # 2 / 2^6 = 0.031
+
+
+def _family(verdicts: dict[str, str], parts=(None,)) -> pd.DataFrame:
+    rows = [dict(baseline=b, evaluation="(i)", mode="keep", verdict=v, **({"part": p} if p is not None else {}))
+            for p in parts for b, v in verdicts.items()]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_decide_applies_the_claims_rule():
+    assert comparison.decide(_family({"a": "better", "b": "better"}), ["a", "b"], ["a", "b", "c"]) == "holds"
+    assert comparison.decide(_family({"a": "better", "b": "no detectable difference"}), ["a", "b"], ["a"]) == (
+        "cannot tell"
+    )
+    assert comparison.decide(_family({"a": "better", "c": "worse"}), ["a"], ["a", "c"]) == "does not hold"
+    assert comparison.decide(_family({"a": "better", "c": "worse"}), ["a"], ["a"]) == "holds"  # c need not be beaten
+    two_layers = pd.concat(
+        [_family({"a": "better"}, parts=(3,)), _family({"a": "no detectable difference"}, parts=(7,))]
+    )
+    assert comparison.decide(two_layers, ["a"], ["a"]) == "cannot tell"  # must beat it in every part
+
+
+def test_identical_rankings_are_grouped_once():
+    areas = _areas(0.05).assign(layer=3)
+    twin = areas[areas["method"] == "weak"].assign(method="weak_twin")
+    groups = comparison.identical_rankings(pd.concat([areas, twin]), ["weak", "equal", "weak_twin", "absent"])
+    assert groups == [["weak", "weak_twin"], ["equal"]]
+
+
+def test_region_differences_split_the_k_grid_at_each_units_entered_count():
+    rows = []
+    for c in range(6):
+        for k in (1, 2, 5, 10, 20):
+            # ours is 0.1 better up to k = 5 (the entered region of every unit) and 0.1 worse beyond
+            ours = 0.8 + (0.1 if k <= 5 else -0.1)
+            rows += [dict(concept=f"c{c}", layer=3, seed=0, method=m, eval="(i)", mode="keep", k=k, auroc=a)
+                     for m, a in (("ours", ours), ("base", 0.8))]  # fmt: skip
+    entered = pd.DataFrame(dict(concept=[f"c{c}" for c in range(6)], layer=3, seed=0, entered=5))
+    out = comparison.region_differences(pd.DataFrame(rows), entered, "ours", ["base"]).set_index("region")
+    assert out.loc["entered", "mean"] == pytest.approx(0.1) and out.loc["fallback", "mean"] == pytest.approx(-0.1)
+    assert (out["n"] == 6).all()

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparseprobe_core.prober import PathResult, SparseProber, choose_k, path_order, prober_path
+from sparseprobe_core.prober import PathResult, SparseProber, choose_k, prober_path
 from sparseprobe_core.theory import select_by_noise_removal
 
 K_TRUE = 10
@@ -292,16 +292,21 @@ def test_path_bad_input(data):
 
 # --- the ranking-only path (the paper's ranking, what rankers.py uses) ----------------------------
 @pytest.mark.parametrize("weighting", ["none", "norm", "contribution", "adaptive"])
-def test_path_order_is_prober_path_ranking_without_held_out_rows(data, weighting):
+def test_the_path_without_held_out_rows_is_the_same_path_without_aurocs(data, weighting):
     A, y, W = data["A"][:400], data["y"][:400], data["W_out"]
     kw = dict(weighting=weighting, W_out=W, n_strengths=9, c_max_ratio=50.0, seed=3)
     full = prober_path(A, y, data["A"][400:], data["y"][400:], **kw)
-    np.testing.assert_array_equal(path_order(A, y, **kw).ranking, full.ranking)
+    train_only = prober_path(A, y, **kw)
+    np.testing.assert_array_equal(train_only.ranking, full.ranking)
+    np.testing.assert_array_equal(train_only.coefs, full.coefs)
+    assert np.isnan(train_only.auroc).all() and not np.isnan(full.auroc).any()
 
 
-def test_path_order_checks_its_grid(data):
+def test_the_path_checks_its_grid_and_wants_both_held_out_parts(data):
     with pytest.raises(ValueError, match="n_strengths >= 2"):
-        path_order(data["A"], data["y"], weighting="none", n_strengths=1)
+        prober_path(data["A"], data["y"], weighting="none", n_strengths=1)
+    with pytest.raises(ValueError, match="or neither"):
+        prober_path(data["A"], data["y"], data["A"], weighting="none")
 
 
 def test_ranking_is_coefficient_times_weight_then_entry(data):
@@ -315,15 +320,14 @@ def test_ranking_is_coefficient_times_weight_then_entry(data):
     assert precision_top(p.ranking_, data["true"]) >= 0.9
 
 
-def test_path_order_entry_steps_are_the_order_of_entry_and_mark_who_never_enters(data):
+def test_entry_steps_are_the_order_of_entry_and_mark_who_never_enters(data):
     A, y, W = data["A"][:400], data["y"][:400], data["W_out"]
     kw = dict(weighting="norm", W_out=W, n_strengths=6, c_max_ratio=5.0, seed=1)
-    walk = path_order(A, y, **kw)
+    walk = prober_path(A, y, **kw)
     steps, order = walk.entry_step, walk.ranking
     entered = np.flatnonzero(steps >= 0)
     assert walk.n_entered == len(entered)
     assert 0 < len(entered) < A.shape[1] and steps.min() == -1  # a short grid: some neurons never enter
     assert set(order[: len(entered)]) == set(entered)  # the entered neurons come first ...
     np.testing.assert_array_equal(np.diff(steps[order[: len(entered)]]) >= 0, True)  # ... by their step
-    full = prober_path(A, y, data["A"][400:], data["y"][400:], **kw)
-    np.testing.assert_array_equal(steps >= 0, (full.coefs != 0).any(axis=0))  # entered = nonzero somewhere
+    np.testing.assert_array_equal(steps >= 0, (walk.coefs != 0).any(axis=0))  # entered = nonzero somewhere

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparseprobe_core.prober import SparseProber, path_order
+from sparseprobe_core.prober import SparseProber, prober_path
 from sparseprobe_core.rankers import (
     RANKERS,
     RankContext,
@@ -108,7 +108,7 @@ def test_grad_x_act_probe_uses_given_direction(ctx):
 
 def test_sparse_prober_rankers_are_the_path_entry_order_and_the_coefw_fit(ctx):
     st = ctx.settings
-    path = path_order(
+    path = prober_path(
         ctx.A,
         ctx.y,
         weighting="norm",
@@ -144,7 +144,7 @@ def test_shape_mismatch_is_rejected(ctx):
 def test_paper_path_counts_the_neurons_ordered_by_entry(ctx):
     st = ctx.settings
     d = concept_direction(ctx)
-    steps = path_order(
+    steps = prober_path(
         ctx.A,
         ctx.y,
         weighting="contribution",

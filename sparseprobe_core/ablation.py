@@ -249,25 +249,25 @@ def below_chance_cause(
 
     Under both evaluations a test row's score is linear in the kept neurons: (i) s = a_K . beta_K + const
     (the judge read as a neuron probe, beta = W_out w), (iii) the probe refitted on the kept neurons
-    (`retrained_auroc`). Its AUROC is below 0.5 when the test rows of the concept's class score lower,
-    which for a mean is s's class shift on the test rows being negative. Compared with the shift on the
-    reference rows, those the score was read or fitted against ((i): the ranking's train rows, where
-    the neurons were chosen; (iii): the probe's own fit rows):
+    (`retrained_auroc`). Its AUROC is below 0.5 when the concept's test rows score lower, which for a
+    mean is s's class shift on the test rows being negative. Compared with the shift of the same score
+    on the rows it was fitted on (the fit split, for both: the judge's and the refitted probe's own rows):
 
-    - "read against the reference shift": the shift is <= 0 already on the reference rows ((i): the
-      judge, fitted with every neuron, weighs the kept ones against how they move);
-    - "shift flips from reference to test rows": > 0 on the reference rows, <= 0 on the test rows (the
-      kept neurons' class signal does not hold out: noise, or too few rows);
+    - "read against the reference shift": the shift is <= 0 already on the fit rows: the score weighs
+      the kept neurons against how they move there (only (i)'s judge, fitted with every neuron, can: a
+      multivariate weight need not share the sign of a neuron's own shift);
+    - "shift flips from reference to test rows": > 0 on the fit rows, <= 0 on the test rows (the kept
+      neurons' class signal does not hold out: noise, or too few rows);
     - "neither ...": > 0 on both (the AUROC and the mean shift disagree, e.g. a skewed score).
 
-    For (i) at k = 1 this is the sign of beta_i times the neuron's train and test class shifts."""
+    For (i) at k = 1: the sign of beta_i times the neuron's class shift on the fit rows, then on the test rows."""
     if not keep.any():
         raise ValueError("no neuron is kept; a cause is defined for keep-top-k with k >= 1")
     if evaluation == "(i)":
         if judge is None:
             raise ValueError("evaluation (i) needs its judge (OutputEvaluator)")
         beta = judge.beta[keep]
-        ref = _class_shift(data.A_train[:, keep] @ beta, data.y_train)
+        ref = _class_shift(data.A_fit[:, keep] @ beta, data.y_fit)
         test = _class_shift(data.A_test[:, keep] @ beta, data.y_test)
     elif evaluation == "(iii)":
         fitted = _retrained_fit(data, keep, seed)

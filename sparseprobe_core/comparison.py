@@ -202,6 +202,11 @@ def decide(family: pd.DataFrame, must_beat: list[str], must_not_lose_to: list[st
     ``part``): "does not hold" when the method is significantly worse than any of `must_not_lose_to`;
     "holds" when it is significantly better than every one of `must_beat` in every (part, evaluation,
     mode) of the family; "cannot tell" otherwise."""
+    if family.empty or not must_beat:
+        raise ValueError(
+            f"decide needs a non-empty family and baselines to beat (got {len(family)} rows, must_beat={must_beat}); "
+            "a rule with nothing to beat would hold vacuously"
+        )
     if len(family[family["baseline"].isin(must_not_lose_to) & (family["verdict"] == "worse")]):
         return "does not hold"
     beat = family[family["baseline"].isin(must_beat)]

@@ -17,7 +17,7 @@ thread as on a local worker, results again in input order, so the numbers equal 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -118,25 +118,28 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
     todo = [i for i, r in enumerate(out) if r is results.MISSING]
     if len(todo) < len(units):
         progress.say(
-            f"{label}: {len(units) - len(todo)} of {len(units)} units read from the results "
-            f"cache ({root}), {len(todo)} to compute"
+            f"{label}: {len(units) - len(todo)} of {len(units)} units read from the results cache ({root}), "
+            f"{len(todo)} to compute"
         )
+    store = root is not None and not scheduler()  # a cluster's workers may run other library versions
     for i, r in zip(todo, _compute(fn, [units[i] for i in todo], desc)):
         out[i] = r
-        if keys[i] is not None:
-            results.save(root, keys[i], r)
+        if store and keys[i] is not None:
+            results.save(root, keys[i], r)  # as each unit finishes: a killed run keeps what it computed
     return out
 
 
-def _compute(fn: Callable, units: list[tuple], desc: str) -> list:
-    """``[fn(*unit) for unit in units]`` on the cluster, the local workers, or in this process."""
-    if scheduler() and units:
-        return _map_on_cluster(scheduler(), fn, units, desc)
+def _compute(fn: Callable, units: list[tuple], desc: str) -> Iterator:
+    """``fn(*unit)`` for each unit, in input order, on the cluster, the local workers, or in this process."""
+    if not units:
+        return iter(())
+    if scheduler():
+        return iter(_map_on_cluster(scheduler(), fn, units, desc))
     n_jobs = min(n_workers(), len(units))
 
     def shown(it):
         return progress.bar(it, desc, total=len(units)) if desc else it
 
     if n_jobs <= 1:
-        return [fn(*unit) for unit in shown(units)]
-    return list(shown(Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)))
+        return (fn(*unit) for unit in shown(units))
+    return iter(shown(Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*unit) for unit in units)))

@@ -2,27 +2,34 @@
 
 `parallel.map_units` looks every unit up here before it runs it, so a rerun whose code, data and
 settings are unchanged (the warm ``./run_all.sh``) replays the fits instead of redoing them, and a
-change anywhere recomputes exactly the units it can affect. A unit's key is the sha256 of
+change anywhere recomputes exactly the units it can affect. A unit's key is a hash of
 
-- the unit's arguments (arrays by content, with joblib's hashing);
-- the unit function: a core function by the syntax-tree hash of every core module (as in the
-  manifest; any edit of the core invalidates every entry), a function defined elsewhere (a
-  notebook's cell) by its source text and, recursively, the value of every global name, default and
-  closure variable its code reads (a notebook's ``cfg`` by its recorded parameters, ``METHODS``, helper
-  functions, ...);
-- the interpreter and the versions of the numerical libraries (a new scikit-learn may fit differently).
+- the unit function and its arguments, pickled by a hasher (joblib's, arrays by content) that replaces
+  every function, class and module it meets, however deep (an argument, a dataclass field, a global):
+  one from the core by the syntax-tree hash of every core module (as in the manifest, so any edit of the
+  core invalidates every entry); one from the standard library or an installed package by its name
+  (the versions below stand for its code); anything else (a notebook cell, a local script) by its
+  source and, recursively, the value of every global name its code loads, its defaults and closure
+  variables (for a class: its source, bases and the globals its methods load). A ``RunConfig`` counts
+  by its recorded parameters (``record()``, without the per-run staging folder);
+- the interpreter, the machine type, the version of every installed distribution and whether torch
+  sees a GPU (a new scikit-learn, or NeuroX training on CUDA, may give other numbers).
 
-A unit that cannot be keyed (its function's source is not available, or a value it reads cannot be
-pickled) is always computed. Entries are pickles written atomically (a killed run leaves none half
-written); an unreadable entry is recomputed with a warning. The cache lives in ``.cache/results``;
-$SPARSEPROBE_RESULTS names another folder, or ``off`` to compute everything (``run_tests.sh`` sets it,
-so the tests always exercise the fits). Entries are small (kilobytes to a few megabytes per unit);
-``rm -rf .cache/results`` forgets them.
+A unit that cannot be keyed (a value pickle refuses, a local module without a file) is always computed,
+and so is everything while the core's files differ from the code this process imported (an edit during
+a run). Entries are pickles written atomically as each unit finishes (a killed run keeps the finished
+ones; none is half written); an unreadable entry is recomputed with a warning. Units computed on a Dask
+cluster are not stored (its workers' libraries are not this process's). The cache lives in
+``.cache/results``; $SPARSEPROBE_RESULTS names another folder (relative to the repository), or ``off``
+to compute everything (the tests set it: ``tests/conftest.py``). A replayed unit returns what it
+returned when computed, timings included. ``rm -rf .cache/results`` forgets every entry.
 """
 
 from __future__ import annotations
 
+import dis
 import functools
+import hashlib
 import importlib.metadata
 import inspect
 import os
@@ -34,25 +41,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import joblib
+from joblib.hashing import NumpyHasher
 
 from . import config, paths
 
 ENV = "SPARSEPROBE_RESULTS"
-FORMAT = 1  # bump when the key or the entry format changes
-LIBRARIES = (
-    "numpy",
-    "scipy",
-    "scikit-learn",
-    "pandas",
-    "joblib",
-    "torch",
-    "transformers",
-    "transformer-lens",
-    "neurox",
-    "statsmodels",
-)
+FORMAT = 2  # bump when the key or the entry format changes
 _CORE = __name__.rpartition(".")[0]
+_CORE_DIR = Path(__file__).resolve().parent
 
 
 class Unkeyable(Exception):
@@ -64,73 +60,71 @@ def folder() -> Path | None:
     value = os.environ.get(ENV, "").strip()
     if value.lower() in {"off", "0", "no", "false"}:
         return None
-    return Path(value) if value else paths.ROOT / ".cache" / "results"
+    return paths.ROOT / value if value else paths.ROOT / ".cache" / "results"
+
+
+# -- what every key shares: the environment and the core's code ------------------------------------------
 
 
 @functools.cache
 def environment() -> tuple:
-    """The interpreter, machine type and library versions that a unit's numbers can depend on."""
+    """The interpreter, machine type, every installed distribution's version and GPU visibility."""
+    import torch
 
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "-"
+    dists = sorted({(d.metadata["Name"] or "", d.version) for d in importlib.metadata.distributions()})
+    return (FORMAT, sys.version, platform.machine(), tuple(dists), torch.cuda.is_available())
 
-    return (FORMAT, sys.version, platform.machine(), tuple(version(d) for d in LIBRARIES))
+
+def _core_stamp() -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(_CORE_DIR.glob("*.py"))}
+
+
+_IMPORTED = _core_stamp()  # the core's files as this process imported them (its modules load together)
 
 
 @functools.cache
-def core_code() -> str:
-    """Hash of the core's code as this process imported it (computed once per process)."""
+def _code_hash_of_files() -> str:
     from . import manifest
 
-    return joblib.hash(manifest.core_hashes())
+    return hashlib.sha256(repr(sorted(manifest.core_hashes().items())).encode()).hexdigest()
 
 
-def _names_read(code: types.CodeType) -> set[str]:
-    """Every global (or attribute) name a code object and the functions nested in it refer to."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names_read(const)
-    return names
+_imported_hash: list[str] = []  # the core's hash while its files are as imported, computed on first use
 
 
-def _fingerprint(value, seen: dict[int, object]) -> object:
-    """A picklable stand-in for `value` that changes whenever what a unit computes with it can change."""
-    if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)
-    if isinstance(value, functools.partial):
-        return (
-            "partial",
-            _fingerprint(value.func, seen),
-            _fingerprint(value.args, seen),
-            _fingerprint(value.keywords, seen),
-        )
-    if isinstance(value, types.FunctionType | type) and not _importable(value):
-        return _code_fingerprint(value, seen)
-    if isinstance(value, types.FunctionType | types.BuiltinFunctionType | type):
-        return ("ref", value.__module__, value.__qualname__)
-    if isinstance(value, config.RunConfig):  # by its parameters: where a run stages its figures does not matter
-        return ("RunConfig", joblib.hash(value.record()))
-    if isinstance(value, tuple | list):
-        return (type(value).__name__, tuple(_fingerprint(v, seen) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple((_fingerprint(k, seen), _fingerprint(v, seen)) for k, v in value.items()))
-    try:
-        return ("value", joblib.hash(value))
-    except Exception as err:  # anything pickle refuses (an open file, a model with hooks attached, ...)
-        raise Unkeyable(f"{type(value).__name__} cannot be hashed ({err})") from None
+def core_code() -> str:
+    """Hash of the core's code as this process imported it; `Unkeyable` once the files changed since
+    (an edit during a run: results of the old code must not be stored under the new code's key)."""
+    changed = _core_stamp() != _IMPORTED
+    if not _imported_hash:
+        if changed:
+            raise Unkeyable("the core's files changed since this process imported them; restart to cache again")
+        _imported_hash.append(_code_hash_of_files())
+    elif changed:
+        _code_hash_of_files.cache_clear()
+        if _code_hash_of_files() != _imported_hash[0]:
+            raise Unkeyable("the core's files changed since this process imported them; restart to cache again")
+        _IMPORTED.update(_core_stamp())  # touched, not edited (e.g. a checkout of the same content)
+    return _imported_hash[0]
+
+
+# -- fingerprints of code ----------------------------------------------------------------------------------
+
+
+def _token(kind: str, digest: str) -> tuple[str, str]:
+    """What a function, class, module or RunConfig is pickled as inside a key."""
+    return kind, digest
+
+
+def _accounted(module: str) -> bool:
+    """Whether code from `module` is accounted for by its name: the core (`core_code`), the standard
+    library or an installed package (`environment`); anything else is keyed by its source."""
+    top = module.partition(".")[0]
+    return top == _CORE or top in sys.stdlib_module_names or top in _installed()
 
 
 def _importable(obj) -> bool:
-    """Whether `obj` comes from the core, the standard library or an installed package, so that its name
-    stands for its code (the core's through `core_code`, the numerical libraries' through `environment`);
-    anything else (a notebook cell, a script) is keyed by its source."""
-    module = getattr(obj, "__module__", None) or ""
-    top = module.partition(".")[0]
-    return top == _CORE or top in sys.stdlib_module_names or top in _installed()
+    return _accounted(getattr(obj, "__module__", None) or "")
 
 
 @functools.cache
@@ -138,49 +132,118 @@ def _installed() -> frozenset[str]:
     return frozenset(importlib.metadata.packages_distributions())
 
 
-def _code_fingerprint(obj, seen: dict[int, object]) -> object:
-    """A function or class defined outside an importable module (a notebook cell): its source, and the
-    fingerprint of each value its code reads."""
-    if id(obj) in seen:  # recursion (a function that calls itself, two that call each other)
-        return ("seen", obj.__qualname__)
-    seen[id(obj)] = obj
-    try:
-        source = inspect.getsource(obj)
-    except (OSError, TypeError) as err:
-        raise Unkeyable(f"the source of {obj.__qualname__} is not available ({err})") from None
+def _globals_loaded(code: types.CodeType) -> set[str]:
+    """The global names a code object (and every function or comprehension nested in it) loads; attribute
+    names (``cfg.seed``'s ``seed``) are not globals and are left out."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _globals_loaded(const)
+    return names
+
+
+def _reads(fn: types.FunctionType) -> tuple:
+    """The values a function's code can read besides its arguments: loaded globals, defaults, closure."""
+    glob = fn.__globals__
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # a cell not yet assigned
+            cells.append("<empty cell>")
+    loaded = tuple((n, glob[n]) for n in sorted(_globals_loaded(fn.__code__)) if n in glob)
+    return loaded, fn.__defaults__, fn.__kwdefaults__, tuple(cells)
+
+
+def _bytecode(code: types.CodeType) -> tuple:
+    """What a code object computes, without where it was written (file, line numbers): its instructions,
+    names and constants, nested functions and comprehensions included. Comments and layout do not count."""
+    consts = tuple(_bytecode(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, code.co_argcount,
+            code.co_kwonlyargcount, code.co_flags, consts)  # fmt: skip
+
+
+_CLASS_BOOKKEEPING = {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"}
+
+
+def _code_digest(obj, seen: dict[int, str]) -> str:
+    """A function or class defined outside importable code: what its code computes and what it reads (for a
+    class: its bases and every attribute, methods included)."""
+    if id(obj) in seen:  # a function that calls itself, two that call each other
+        return seen[id(obj)]
+    seen[id(obj)] = f"<recursion into {obj.__qualname__}>"
     if isinstance(obj, type):
-        return ("class", source)
-    glob = obj.__globals__
-    read = sorted(n for n in _names_read(obj.__code__) if n in glob)
-    cells = [c.cell_contents for c in obj.__closure__ or ()]
-    return (
-        "function",
-        source,
-        tuple((n, _fingerprint(glob[n], seen)) for n in read),
-        _fingerprint(obj.__defaults__, seen),
-        _fingerprint(obj.__kwdefaults__, seen),
-        _fingerprint(cells, seen),
-    )
+        attrs = []
+        for name, value in sorted(vars(obj).items()):
+            if name in _CLASS_BOOKKEEPING:
+                continue
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            elif isinstance(value, property):
+                value = (value.fget, value.fset, value.fdel)
+            attrs.append((name, value))
+        parts = ("class", obj.__qualname__, obj.__bases__, tuple(attrs))
+    else:
+        parts = ("function", obj.__qualname__, _bytecode(obj.__code__), _reads(obj))
+    digest = _digest(parts, seen)
+    seen[id(obj)] = digest
+    return digest
+
+
+def _module_digest(module: types.ModuleType) -> str:
+    """A module by its name when its code is accounted for (core, standard library, installed), else by
+    its file's content."""
+    if _accounted(module.__name__):
+        return module.__name__
+    try:
+        return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+    except (OSError, TypeError) as err:
+        raise Unkeyable(f"module {module.__name__} has no source to key it by ({err})") from None
+
+
+class _KeyHasher(NumpyHasher):
+    """joblib's hasher (arrays by content), with code replaced by its fingerprint wherever it occurs."""
+
+    def __init__(self, seen: dict[int, str]):
+        super().__init__(hash_name="sha256")
+        self.seen = seen
+
+    def reducer_override(self, obj):
+        if isinstance(obj, config.RunConfig):
+            return _token, ("RunConfig", _digest(obj.record(), self.seen))
+        if isinstance(obj, types.ModuleType):
+            return _token, ("module", _module_digest(obj))
+        if isinstance(obj, types.FunctionType | type) and not _importable(obj):
+            return _token, ("code", _code_digest(obj, self.seen))
+        return NotImplemented
+
+
+def _digest(obj, seen: dict[int, str]) -> str:
+    try:
+        return _KeyHasher(seen).hash(obj)
+    except Unkeyable:
+        raise
+    except Exception as err:  # anything pickle refuses (a lock, an open file, a model with hooks, ...)
+        raise Unkeyable(f"a value the unit reads cannot be hashed ({type(err).__name__}: {err})") from None
 
 
 def function_key(fn: Callable) -> str:
     """The part of every unit's key that `fn` contributes (raises `Unkeyable`)."""
-    return joblib.hash((environment(), core_code(), _fingerprint(fn, {})))
+    return _digest((environment(), core_code(), fn), {})
 
 
 def unit_key(fn_key: str, unit: tuple) -> str:
-    """The key of one unit of `fn` (whose `function_key` is `fn_key`)."""
-    try:
-        return joblib.hash((fn_key, unit))
-    except Exception as err:
-        raise Unkeyable(f"a unit's arguments cannot be hashed ({err})") from None
+    """The key of one unit of the function whose `function_key` is `fn_key` (raises `Unkeyable`)."""
+    return _digest((fn_key, unit), {})
+
+
+# -- entries -----------------------------------------------------------------------------------------------
+
+MISSING = object()
 
 
 def _path(root: Path, key: str) -> Path:
     return root / key[:2] / f"{key}.pkl"
-
-
-MISSING = object()
 
 
 def load(root: Path, key: str):
@@ -196,10 +259,13 @@ def load(root: Path, key: str):
         return MISSING
 
 
-def save(root: Path, key: str, result) -> None:
-    """Store a unit's result atomically (results that pickle refuses are not stored)."""
+def save(root: Path, key: str, result) -> bool:
+    """Store a unit's result atomically; False (nothing stored) when pickle refuses the result or the
+    core's files changed since the key was made."""
     try:
+        core_code()
         data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return
+        return False
     paths.atomic_write(_path(root, key), lambda tmp: tmp.write_bytes(data))
+    return True

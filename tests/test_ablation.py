@@ -463,15 +463,16 @@ class _Judge:
         self.beta = np.asarray(beta, dtype=float)
 
 
-def _two_neuron_data(test_sign: float) -> LayerData:
-    """Neuron 0 moves up with the class on train and fit rows and by `test_sign` on test rows; neuron 1 is noise."""
+def _two_neuron_data(test_sign: float, train_sign: float = 1.0) -> LayerData:
+    """Neuron 0 moves up with the class on the fit rows, by `train_sign` on train rows and `test_sign` on test
+    rows; neuron 1 is noise."""
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 100)
 
     def rows(sign):
         return np.c_[sign * 2.0 * y + rng.normal(size=200), rng.normal(size=200)]
 
-    return LayerData(rows(1), y, rows(1), y, rows(test_sign), y, np.eye(2), np.zeros(2))
+    return LayerData(rows(train_sign), y, rows(1), y, rows(test_sign), y, np.eye(2), np.zeros(2))
 
 
 def test_below_chance_causes_are_measured_from_the_class_shifts():
@@ -481,6 +482,9 @@ def test_below_chance_causes_are_measured_from_the_class_shifts():
     assert ablation.below_chance_cause(held, keep, "(i)", judge=_Judge([-1.0, 0.0])) == causes[0]  # read against
     assert ablation.below_chance_cause(flipped, keep, "(i)", judge=_Judge([1.0, 0.0])) == causes[1]
     assert ablation.below_chance_cause(held, keep, "(i)", judge=_Judge([1.0, 0.0])) == causes[2]  # (not below 0.5)
+    # the reference is the judge's own fit rows, not the ranking's train rows
+    train_flipped = _two_neuron_data(1.0, train_sign=-1.0)
+    assert ablation.below_chance_cause(train_flipped, keep, "(i)", judge=_Judge([1.0, 0.0])) == causes[2]
     assert ablation.below_chance_cause(flipped, keep, "(iii)") == causes[1]  # the refit reads its own fit rows right
     assert retrained_auroc(flipped, keep) < 0.5 < retrained_auroc(held, keep)
     with pytest.raises(ValueError, match="needs its judge"):

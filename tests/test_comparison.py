@@ -123,6 +123,10 @@ def test_decide_applies_the_claims_rule():
         [_family({"a": "better"}, parts=(3,)), _family({"a": "no detectable difference"}, parts=(7,))]
     )
     assert comparison.decide(two_layers, ["a"], ["a"]) == "cannot tell"  # must beat it in every part
+    with pytest.raises(ValueError, match="vacuously"):
+        comparison.decide(_family({"a": "better"}), [], ["a"])
+    with pytest.raises(ValueError, match="vacuously"):
+        comparison.decide(_family({"a": "better"}).iloc[:0], ["a"], ["a"])
 
 
 def test_identical_rankings_are_grouped_once():

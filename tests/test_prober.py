@@ -196,7 +196,7 @@ def test_path_auroc_rises_with_C(path):
     assert np.corrcoef(np.log(path.Cs), path.n_selected)[0, 1] > 0.8
 
 
-def test_path_ranking_is_order_of_entry(path, data):
+def test_the_path_ranking_is_order_of_entry(path, data):
     d_mlp = data["A"].shape[1]
     assert np.array_equal(np.sort(path.ranking), np.arange(d_mlp))
     step = np.where(path.entry_step < 0, len(path.Cs), path.entry_step)[path.ranking]

@@ -1,5 +1,6 @@
 """The results cache behind parallel.map_units: a rerun replays a unit only when nothing it read changed."""
 
+import functools
 import linecache
 import sys
 import threading
@@ -100,11 +101,21 @@ def test_what_cannot_be_keyed_is_computed_every_time(cache, tmp_path):
     with pytest.raises(TypeError):  # the unit itself fails on a lock; only the keying matters here
         parallel.map_units(unit, [(1,)])
     assert calls() == [1] and not cache.exists()
-    exec_only = {"__name__": "__main__", "_note": _note}
-    exec(compile("def unit(x):\n    _note(x)\n    return x\n", "<no source>", "exec"), exec_only)
-    assert parallel.map_units(exec_only["unit"], [(7,)]) == [7]
-    assert parallel.map_units(exec_only["unit"], [(7,)]) == [7]
+    reads_a_generator, _ = _notebook_function(
+        tmp_path, "def unit(x):\n    _note(x)\n    return x + 0 * len(STREAM.gi_code.co_name)\n", "unit",
+        STREAM=(i for i in range(3)),
+    )  # fmt: skip
+    assert parallel.map_units(reads_a_generator, [(7,)]) == [7]
+    assert parallel.map_units(reads_a_generator, [(7,)]) == [7]
     assert calls() == [1, 7, 7] and not cache.exists()
+
+
+def test_comments_and_layout_do_not_count(cache, tmp_path):
+    unit, _ = _notebook_function(tmp_path, CELL, "unit", GRID=[1], OFFSET=0)
+    relaid, _ = _notebook_function(
+        tmp_path, CELL.replace("def unit(x):", "# a comment\n\ndef unit(x):  # the unit"), "unit", GRID=[1], OFFSET=0
+    )
+    assert results.function_key(unit) == results.function_key(relaid)
 
 
 def test_an_unreadable_entry_is_recomputed_with_a_warning(cache):
@@ -133,3 +144,95 @@ def test_library_versions_are_part_of_the_key(monkeypatch):
     monkeypatch.setattr(results, "environment", lambda: (*env[:-1], ("numpy", "another version")))
     assert results.function_key(_core_like_unit) != key
     assert sys.version in env
+
+
+ARG_CELL = """
+def scale(v):
+    return v * 2
+
+class Shift:
+    def __init__(self, by):
+        self.by = by
+
+    def apply(self, v):
+        return v + self.by + OFFSET
+"""
+
+
+def test_code_inside_arguments_is_keyed_by_its_source(cache, tmp_path):
+    """A notebook function or an instance of a notebook class passed as an argument, or nested in one."""
+    _, ns = _notebook_function(tmp_path, ARG_CELL, "scale", OFFSET=0)
+
+    def key(*unit):
+        return results.unit_key(results.function_key(_core_like_unit), unit)
+
+    before = key(ns["scale"], [ns["Shift"](1)])
+    assert key(ns["scale"], [ns["Shift"](1)]) == before
+    _, edited = _notebook_function(tmp_path, ARG_CELL.replace("v * 2", "v * 3"), "scale", OFFSET=0)
+    assert key(edited["scale"], [ns["Shift"](1)]) != before  # a function's body
+    ns["OFFSET"] = 1
+    assert key(ns["scale"], [ns["Shift"](1)]) != before  # a global a method of the argument's class loads
+    ns["OFFSET"] = 0
+    _, other = _notebook_function(tmp_path, ARG_CELL.replace("+ self.by", "- self.by"), "scale", OFFSET=0)
+    assert key(ns["scale"], [other["Shift"](1)]) != before  # a class's method
+
+
+def test_only_loaded_globals_count_not_attribute_names(cache, tmp_path):
+    cell = "def unit(cfg_like):\n    _note(1)\n    return cfg_like.seed\n"
+    unit, ns = _notebook_function(tmp_path, cell, "unit", seed=0)
+    key = results.function_key(unit)
+    ns["seed"] = 1  # a global that shares a name with an attribute the unit reads
+    assert results.function_key(unit) == key
+
+
+def test_a_local_module_is_keyed_by_its_file(cache, tmp_path, monkeypatch):
+    helper = tmp_path / "my_helper_mod.py"
+    helper.write_text("FACTOR = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    mod = importlib.import_module("my_helper_mod")
+    unit, _ = _notebook_function(tmp_path, "def unit(x):\n    return x * my_helper_mod.FACTOR\n", "unit",
+                                 my_helper_mod=mod)  # fmt: skip
+    key = results.function_key(unit)
+    helper.write_text("FACTOR = 3\n")
+    assert results.function_key(unit) != key
+    sys.modules.pop("my_helper_mod", None)
+
+
+def test_an_empty_closure_cell_is_keyable(cache, tmp_path):
+    cell = (
+        "def outer():\n    def unit(x):\n        return later(x)\n    key = KEY(unit)\n"
+        "    def later(x):\n        return x\n    return key\n"
+    )
+    _, ns = _notebook_function(tmp_path, cell, "outer", KEY=results.function_key)
+    assert isinstance(ns["outer"](), str)
+
+
+def test_nothing_is_cached_once_the_core_changed_on_disk(cache, monkeypatch):
+    parallel.map_units(_core_like_unit, [(1.0, 4)])
+    monkeypatch.setattr(results, "_IMPORTED", {**results._IMPORTED, "rankers.py": -1})  # as if edited since
+    monkeypatch.setattr(results, "_code_hash_of_files", functools.cache(lambda: "the edited core"))
+    monkeypatch.setattr(results, "_imported_hash", ["the imported core"])
+    parallel.map_units(_core_like_unit, [(1.0, 5)])
+    parallel.map_units(_core_like_unit, [(1.0, 5)])
+    assert calls() == [4, 5, 5] and len(list(cache.rglob("*.pkl"))) == 1
+
+
+def _fails_on_negative(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+
+
+def test_finished_units_are_kept_when_a_later_one_fails(cache):
+    with pytest.raises(ValueError, match="negative"):
+        parallel.map_units(_fails_on_negative, [(1,), (-1,)])
+    assert len(list(cache.rglob("*.pkl"))) == 1  # the first unit's result was stored before the failure
+
+
+def test_a_relative_folder_is_inside_the_repository(monkeypatch):
+    monkeypatch.setenv(results.ENV, "some/where")
+    assert results.folder() == results.paths.ROOT / "some" / "where"
+    monkeypatch.setenv(results.ENV, "OFF")
+    assert results.folder() is None

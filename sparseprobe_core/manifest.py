@@ -68,8 +68,10 @@ def notebook_source_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
-# The command line and this bookkeeping do not change what a figure shows.
-_NOT_SCIENCE = {"__main__.py", "manifest.py"}
+# The command line, this bookkeeping, and how units are scheduled and cached do not change what a figure
+# shows (tests/test_parallel.py: the same numbers on 1 or 2 workers and on a cluster; tests/test_results.py:
+# a replayed unit returns what it returned). results.FORMAT versions the cache's keys instead.
+_NOT_SCIENCE = {"__main__.py", "manifest.py", "parallel.py", "results.py"}
 
 
 def core_hashes() -> dict[str, str]:

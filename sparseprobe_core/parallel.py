@@ -16,6 +16,7 @@ thread as on a local worker, results again in input order, so the numbers equal 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 
@@ -100,7 +101,7 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
     """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes, or on the Dask cluster of
     $SPARSEPROBE_SCHEDULER when it is set; results in input order. Units found in the results cache
     (`results`: same function, arguments, code and libraries) are read from it instead, the others
-    computed and stored."""
+    computed and stored. The warnings units raise (in a worker or here) are raised here, in input order."""
     global _starting
     if _starting is not None:
         list(_starting)  # the warm-up has finished (or finishes now); its workers are reused below
@@ -122,11 +123,14 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
             f"{len(todo)} to compute"
         )
     store = root is not None and not scheduler()  # a cluster's workers may run other library versions
-    for i, r in zip(todo, _compute(fn, [units[i] for i in todo], desc)):
-        out[i] = r
+    computed = _compute(functools.partial(results.capture, fn), [units[i] for i in todo], desc)
+    for i, entry in zip(todo, computed):
+        out[i] = entry
         if store and keys[i] is not None:
-            results.save(root, keys[i], r)  # as each unit finishes: a killed run keeps what it computed
-    return out
+            results.save(root, keys[i], *entry)  # as each unit finishes: a killed run keeps what it computed
+    for _, caught in out:
+        results.replay(caught)  # every unit's warnings, computed or read back, in input order
+    return [result for result, _ in out]
 
 
 def _compute(fn: Callable, units: list[tuple], desc: str) -> Iterator:

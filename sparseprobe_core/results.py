@@ -18,7 +18,9 @@ change anywhere recomputes exactly the units it can affect. A unit's key is a ha
 A unit that cannot be keyed (a value pickle refuses, a local module without a file) is always computed,
 and so is everything while the core's files differ from the code this process imported (an edit during
 a run). Entries are pickles written atomically as each unit finishes (a killed run keeps the finished
-ones; none is half written); an unreadable entry is recomputed with a warning. Units computed on a Dask
+ones; none is half written), with the warnings the unit raised, which a replay raises again (a warm
+run's notebooks print what the cold run's did); an unreadable entry is recomputed with a warning. Units
+computed on a Dask
 cluster are not stored (its workers' libraries are not this process's). The cache lives in
 ``.cache/results``; $SPARSEPROBE_RESULTS names another folder (relative to the repository), or ``off``
 to compute everything (the tests set it: ``tests/conftest.py``). A replayed unit returns what it
@@ -46,7 +48,7 @@ from joblib.hashing import NumpyHasher
 from . import config, paths
 
 ENV = "SPARSEPROBE_RESULTS"
-FORMAT = 2  # bump when the key or the entry format changes
+FORMAT = 3  # bump when the key or the entry format changes (this module is not in the core's hash)
 _CORE = __name__.rpartition(".")[0]
 _CORE_DIR = Path(__file__).resolve().parent
 
@@ -247,7 +249,7 @@ def _path(root: Path, key: str) -> Path:
 
 
 def load(root: Path, key: str):
-    """The stored result of the unit `key`, or MISSING."""
+    """The stored ``(result, warnings)`` of the unit `key`, or MISSING."""
     path = _path(root, key)
     if not path.exists():
         return MISSING
@@ -259,13 +261,35 @@ def load(root: Path, key: str):
         return MISSING
 
 
-def save(root: Path, key: str, result) -> bool:
-    """Store a unit's result atomically; False (nothing stored) when pickle refuses the result or the
-    core's files changed since the key was made."""
+def save(root: Path, key: str, result, caught: tuple = ()) -> bool:
+    """Store a unit's result and the warnings it raised atomically; False (nothing stored) when pickle
+    refuses them or the core's files changed since the key was made."""
     try:
         core_code()
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((result, caught), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return False
     paths.atomic_write(_path(root, key), lambda tmp: tmp.write_bytes(data))
     return True
+
+
+# -- warnings: a replayed unit warns as the computed one did ------------------------------------------------
+
+
+def capture(fn: Callable, *unit) -> tuple:
+    """``fn(*unit)`` and every warning it raised, as picklable (category, message, file, line) tuples: a
+    unit's warnings travel with its result (from a worker process, or out of the cache)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*unit)
+    return result, tuple((w.category, str(w.message), w.filename, w.lineno) for w in caught)
+
+
+_SHOWN: dict = {}  # the registry of replayed warnings: each (text, category, line) shows once by default
+
+
+def replay(caught: tuple) -> None:
+    """Raise a unit's recorded warnings here, under this process's filters (shown once per message and place
+    by default), whether the unit was just computed or read from the cache, so both print the same."""
+    for category, message, filename, lineno in caught:
+        warnings.warn_explicit(message, category, filename, lineno, registry=_SHOWN)

@@ -236,3 +236,34 @@ def test_a_relative_folder_is_inside_the_repository(monkeypatch):
     assert results.folder() == results.paths.ROOT / "some" / "where"
     monkeypatch.setenv(results.ENV, "OFF")
     assert results.folder() is None
+
+
+def _warns(x):
+    warnings.warn(f"unit {x} did not converge", RuntimeWarning, stacklevel=1)
+    return x
+
+
+def test_a_replayed_unit_raises_the_warnings_the_computed_one_did(cache, monkeypatch):
+    monkeypatch.setattr(results, "_SHOWN", {})
+    with pytest.warns(RuntimeWarning) as cold:
+        assert parallel.map_units(_warns, [(1,), (2,)]) == [1, 2]
+    monkeypatch.setattr(results, "_SHOWN", {})  # a new process
+    with pytest.warns(RuntimeWarning) as warm:
+        assert parallel.map_units(_warns, [(1,), (2,)]) == [1, 2]
+    assert (
+        [str(w.message) for w in cold]
+        == [str(w.message) for w in warm]
+        == [
+            "unit 1 did not converge",
+            "unit 2 did not converge",
+        ]
+    )
+    assert {(w.filename, w.lineno) for w in warm} == {(w.filename, w.lineno) for w in cold}
+
+
+def test_warnings_from_worker_processes_reach_the_caller(monkeypatch):
+    monkeypatch.setenv(results.ENV, "off")
+    monkeypatch.setenv(parallel.ENV_JOBS, "2")
+    monkeypatch.setattr(results, "_SHOWN", {})
+    with pytest.warns(RuntimeWarning, match="unit 4 did not converge"):
+        assert parallel.map_units(_warns, [(3,), (4,)]) == [3, 4]

@@ -101,7 +101,8 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
     """``[fn(*unit) for unit in units]``, computed on ``n_workers()`` processes, or on the Dask cluster of
     $SPARSEPROBE_SCHEDULER when it is set; results in input order. Units found in the results cache
     (`results`: same function, arguments, code and libraries) are read from it instead, the others
-    computed and stored. The warnings units raise (in a worker or here) are raised here, in input order."""
+    computed and stored. The units' warnings (in a worker or here) are counted on the terminal, not raised
+    in the caller, so a notebook prints the same whether its units were computed or read back."""
     global _starting
     if _starting is not None:
         list(_starting)  # the warm-up has finished (or finishes now); its workers are reused below
@@ -124,12 +125,15 @@ def map_units(fn: Callable, units: Iterable[tuple], desc: str = "") -> list:
         )
     store = root is not None and not scheduler()  # a cluster's workers may run other library versions
     computed = _compute(functools.partial(results.capture, fn), [units[i] for i in todo], desc)
-    for i, entry in zip(todo, computed):
-        out[i] = entry
-        if store and keys[i] is not None:
-            results.save(root, keys[i], *entry)  # as each unit finishes: a killed run keeps what it computed
-    for _, caught in out:
-        results.replay(caught)  # every unit's warnings, computed or read back, in input order
+    try:
+        for i, entry in zip(todo, computed):
+            out[i] = entry
+            if store and keys[i] is not None:
+                results.save(root, keys[i], *entry)  # as each unit finishes: a killed run keeps what it computed
+    finally:  # the units' warnings, on the terminal (also when a unit failed: those that finished)
+        lines = results.warning_summary([e[1] for e in out if e is not results.MISSING])
+        if lines:
+            progress.say(f"{label}: warnings raised by the units:\n  " + "\n  ".join(lines))
     return [result for result, _ in out]
 
 

@@ -6,25 +6,30 @@ change anywhere recomputes exactly the units it can affect. A unit's key is a ha
 
 - the unit function and its arguments, pickled by a hasher (joblib's, arrays by content) that replaces
   every function, class and module it meets, however deep (an argument, a dataclass field, a global):
-  one from the core by the syntax-tree hash of every core module (as in the manifest, so any edit of the
-  core invalidates every entry); one from the standard library or an installed package by its name
-  (the versions below stand for its code); anything else (a notebook cell, a local script) by its
-  source and, recursively, the value of every global name its code loads, its defaults and closure
-  variables (for a class: its source, bases and the globals its methods load). A ``RunConfig`` counts
-  by its recorded parameters (``record()``, without the per-run staging folder);
+  one from the core by the syntax-tree hash of the core modules that can change a result (the
+  manifest's: any edit of the science invalidates every entry); one from the standard library or an
+  installed package by its name (the versions below stand for its code); anything else (a notebook
+  cell, a local script) by its bytecode (comments and layout do not count) and, recursively, the value
+  of every global name its code loads, its defaults and closure variables (a class: its bases and
+  attributes, methods included; a local module: its file). A ``RunConfig`` counts by its recorded
+  parameters (``record()``, without the per-run staging folder);
 - the interpreter, the machine type, the version of every installed distribution and whether torch
-  sees a GPU (a new scikit-learn, or NeuroX training on CUDA, may give other numbers).
+  sees a GPU (a new scikit-learn, or NeuroX training on CUDA, may give other numbers);
+- ``FORMAT``: this module and `parallel` are not in the manifest's hash (scheduling and caching do not
+  change a figure), so a change to how keys or entries are made bumps it (tests/test_results.py pins
+  the key code to it).
 
 A unit that cannot be keyed (a value pickle refuses, a local module without a file) is always computed,
 and so is everything while the core's files differ from the code this process imported (an edit during
 a run). Entries are pickles written atomically as each unit finishes (a killed run keeps the finished
-ones; none is half written), with the warnings the unit raised, which a replay raises again (a warm
-run's notebooks print what the cold run's did); an unreadable entry is recomputed with a warning. Units
-computed on a Dask
-cluster are not stored (its workers' libraries are not this process's). The cache lives in
+ones; none is half written), with the warnings the unit raised: `parallel.map_units` counts a loop's
+warnings on the terminal, from computed and read-back units alike, and never in a notebook, so a warm
+run's notebooks equal the cold run's. An unreadable entry is recomputed with a warning. Units computed
+on a Dask cluster are not stored (its workers' libraries are not this process's). The cache lives in
 ``.cache/results``; $SPARSEPROBE_RESULTS names another folder (relative to the repository), or ``off``
-to compute everything (the tests set it: ``tests/conftest.py``). A replayed unit returns what it
-returned when computed, timings included. ``rm -rf .cache/results`` forgets every entry.
+to compute everything (the tests set it, ``tests/conftest.py``, except the cache's own tests). A
+replayed unit returns what it returned when computed, timings included. ``rm -rf .cache/results``
+forgets every entry.
 """
 
 from __future__ import annotations
@@ -273,23 +278,28 @@ def save(root: Path, key: str, result, caught: tuple = ()) -> bool:
     return True
 
 
-# -- warnings: a replayed unit warns as the computed one did ------------------------------------------------
+# -- warnings: what the units raised, reported the same whether computed or read back ----------------------
 
 
 def capture(fn: Callable, *unit) -> tuple:
-    """``fn(*unit)`` and every warning it raised, as picklable (category, message, file, line) tuples: a
-    unit's warnings travel with its result (from a worker process, or out of the cache)."""
+    """``fn(*unit)`` and the warnings it raised under the filters in force (each shown once per place, as
+    Python's default does; an "error" filter still raises), as (category name, message) pairs, so that a
+    unit's warnings travel with its result out of a worker process or the cache."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
         result = fn(*unit)
-    return result, tuple((w.category, str(w.message), w.filename, w.lineno) for w in caught)
+    return result, tuple((f"{w.category.__module__}.{w.category.__qualname__}", str(w.message)) for w in caught)
 
 
-_SHOWN: dict = {}  # the registry of replayed warnings: each (text, category, line) shows once by default
-
-
-def replay(caught: tuple) -> None:
-    """Raise a unit's recorded warnings here, under this process's filters (shown once per message and place
-    by default), whether the unit was just computed or read from the cache, so both print the same."""
-    for category, message, filename, lineno in caught:
-        warnings.warn_explicit(message, category, filename, lineno, registry=_SHOWN)
+def warning_summary(caught: list[tuple]) -> list[str]:
+    """One line per distinct warning of a loop's units, with how many times they raised it, in order of
+    first appearance. Read from the stored entries as well as from computed units, so a warm run reports
+    what the cold run did. (Entries of format 3 stored the category class and the place; only the class's
+    name and the message are read.)"""
+    counts: dict[tuple[str, str], int] = {}
+    for unit in caught:
+        for w in unit:
+            category, message = w[0], w[1]
+            if isinstance(category, type):
+                category = f"{category.__module__}.{category.__qualname__}"
+            counts[category, message] = counts.get((category, message), 0) + 1
+    return [f"{n} x {category}: {message}" for (category, message), n in counts.items()]

@@ -239,31 +239,65 @@ def test_a_relative_folder_is_inside_the_repository(monkeypatch):
 
 
 def _warns(x):
-    warnings.warn(f"unit {x} did not converge", RuntimeWarning, stacklevel=1)
+    for _ in range(3):  # the same place three times: recorded once, as Python's default filter shows it
+        warnings.warn(f"unit {x} did not converge", RuntimeWarning, stacklevel=1)
     return x
 
 
-def test_a_replayed_unit_raises_the_warnings_the_computed_one_did(cache, monkeypatch):
-    monkeypatch.setattr(results, "_SHOWN", {})
-    with pytest.warns(RuntimeWarning) as cold:
-        assert parallel.map_units(_warns, [(1,), (2,)]) == [1, 2]
-    monkeypatch.setattr(results, "_SHOWN", {})  # a new process
-    with pytest.warns(RuntimeWarning) as warm:
-        assert parallel.map_units(_warns, [(1,), (2,)]) == [1, 2]
-    assert (
-        [str(w.message) for w in cold]
-        == [str(w.message) for w in warm]
-        == [
-            "unit 1 did not converge",
-            "unit 2 did not converge",
-        ]
-    )
-    assert {(w.filename, w.lineno) for w in warm} == {(w.filename, w.lineno) for w in cold}
+def _terminal_and_caller(capsys, run):
+    """What a map_units call prints (the terminal outside run_all.sh) and what it raises in the caller."""
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("default")  # Python's own default: each place shows once
+        out = run()
+    return out, capsys.readouterr().out, raised
 
 
-def test_warnings_from_worker_processes_reach_the_caller(monkeypatch):
+def test_a_loops_warnings_are_counted_on_the_terminal_the_same_when_read_back(cache, capsys):
+    cold = _terminal_and_caller(capsys, lambda: parallel.map_units(_warns, [(1,), (2,), (1,)]))
+    warm = _terminal_and_caller(capsys, lambda: parallel.map_units(_warns, [(1,), (2,), (1,)]))
+    assert cold[0] == warm[0] == [1, 2, 1] and calls() == []  # _warns notes nothing; the results match
+    assert cold[2] == warm[2] == []  # nothing is raised in the caller, so a notebook prints nothing of it
+    for printed in (cold[1], warm[1]):
+        assert "2 x builtins.RuntimeWarning: unit 1 did not converge" in printed
+        assert "1 x builtins.RuntimeWarning: unit 2 did not converge" in printed
+    assert "3 of 3 units read from the results cache" in warm[1]
+
+
+def test_warnings_from_worker_processes_are_counted(monkeypatch, capsys):
     monkeypatch.setenv(results.ENV, "off")
     monkeypatch.setenv(parallel.ENV_JOBS, "2")
-    monkeypatch.setattr(results, "_SHOWN", {})
-    with pytest.warns(RuntimeWarning, match="unit 4 did not converge"):
-        assert parallel.map_units(_warns, [(3,), (4,)]) == [3, 4]
+    _, printed, _ = _terminal_and_caller(capsys, lambda: parallel.map_units(_warns, [(3,), (4,)]))
+    assert "1 x builtins.RuntimeWarning: unit 4 did not converge" in printed
+
+
+def test_an_error_filter_still_stops_the_unit(cache):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="unit 5"):
+            parallel.map_units(_warns, [(5,)])
+    assert not cache.exists()
+
+
+def test_entries_of_format_3_summarise_by_class_name():
+    assert results.warning_summary([((RuntimeWarning, "old", "f.py", 3),), (("builtins.RuntimeWarning", "old"),)]) == [
+        "2 x builtins.RuntimeWarning: old"
+    ]
+
+
+# The code that makes keys and entries. It is not in the manifest's hash, so a change to it must bump
+# results.FORMAT (old entries could otherwise be read under the new rules); then update this pin.
+_KEY_CODE = ("FORMAT", "_KeyHasher", "_token", "_digest", "_bytecode", "_reads", "_globals_loaded", "_code_digest",
+             "_module_digest", "_accounted", "environment", "core_code", "function_key", "unit_key", "_path",
+             "load", "save", "capture")  # fmt: skip
+PIN = (3, "318572e8da4644a0")
+
+
+def test_the_key_code_is_pinned_to_its_format():
+    import hashlib
+    import inspect
+
+    from sparseprobe_core import manifest
+
+    source = "".join(manifest.code_hash(inspect.getsource(getattr(results, n))) for n in _KEY_CODE if n != "FORMAT")
+    pin = (results.FORMAT, hashlib.sha256(source.encode()).hexdigest()[:16])
+    assert pin == PIN, f"the key code changed: bump results.FORMAT if keys or entries differ, then pin {pin}"

@@ -53,7 +53,7 @@ from joblib.hashing import NumpyHasher
 from . import config, paths
 
 ENV = "SPARSEPROBE_RESULTS"
-FORMAT = 3  # bump when the key or the entry format changes (this module is not in the core's hash)
+FORMAT = 4  # bump when the key or the entry format changes (this module is not in the core's hash)
 _CORE = __name__.rpartition(".")[0]
 _CORE_DIR = Path(__file__).resolve().parent
 
@@ -293,13 +293,9 @@ def capture(fn: Callable, *unit) -> tuple:
 def warning_summary(caught: list[tuple]) -> list[str]:
     """One line per distinct warning of a loop's units, with how many times they raised it, in order of
     first appearance. Read from the stored entries as well as from computed units, so a warm run reports
-    what the cold run did. (Entries of format 3 stored the category class and the place; only the class's
-    name and the message are read.)"""
+    what the cold run did."""
     counts: dict[tuple[str, str], int] = {}
     for unit in caught:
-        for w in unit:
-            category, message = w[0], w[1]
-            if isinstance(category, type):
-                category = f"{category.__module__}.{category.__qualname__}"
+        for category, message in unit:
             counts[category, message] = counts.get((category, message), 0) + 1
     return [f"{n} x {category}: {message}" for (category, message), n in counts.items()]

@@ -256,3 +256,30 @@ def region_differences(
             rows.append(dict(layer=layer, baseline=b, eval=ev, mode=mode, region=region, n=len(dc),
                              mean=float(dc.mean()), ci_low=low, ci_high=high))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def variant_name(method: str, label: str) -> str:
+    """The name under which a development variant of `method` is scored: "method [label]"."""
+    return f"{method} [{label}]"
+
+
+def variant_areas(
+    areas: pd.DataFrame, method: str, frozen: str, labels: list[str], pairs: list[tuple[str, str]]
+) -> pd.DataFrame:
+    """Development evidence for one choice: the mean area of `method` under each setting of it, one row per
+    label (`frozen` is `method` itself, scored as shipped; every other label its ``variant_name``), one
+    column per (evaluation, mode) in `pairs` ("(i) keep", ...), and "mean rank" over those columns
+    (1 = best: the highest keep area, the lowest remove area). Rows of any other method, `method`'s
+    variants of another choice included, are left out. Descriptive: the units are the development ones
+    in `areas`."""
+    if frozen not in labels:
+        raise ValueError(f"the frozen setting {frozen!r} is not among the labels {labels}; list every setting")
+    names = {variant_name(method, label): label for label in labels if label != frozen} | {method: frozen}
+    rows = areas[areas["method"].isin(names)].assign(label=lambda df: df["method"].map(names))
+    means = rows.groupby(["eval", "mode", "label"])["area"].mean()
+    table = pd.DataFrame({f"{ev} {mode}": means.get((ev, mode)) for ev, mode in pairs})
+    table = table.reindex([label for label in labels if label in set(rows["label"])])
+    table.index.name = "setting"
+    ranks = {c: table[c].rank(ascending=c.endswith("remove")) for c in table.columns}
+    table["mean rank"] = pd.DataFrame(ranks).mean(axis=1)
+    return table

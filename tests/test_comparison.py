@@ -148,3 +148,31 @@ def test_region_differences_split_the_k_grid_at_each_units_entered_count():
     out = comparison.region_differences(pd.DataFrame(rows), entered, "ours", ["base"]).set_index("region")
     assert out.loc["entered", "mean"] == pytest.approx(0.1) and out.loc["fallback", "mean"] == pytest.approx(-0.1)
     assert (out["n"] == 6).all()
+
+
+def test_variant_areas_score_each_setting_of_one_choice_and_nothing_else():
+    rows = []
+    for c in ("a", "b"):
+        for method, keep, remove in [
+            ("ours", 0.80, 0.40),
+            ("ours [g1]", 0.90, 0.50),
+            ("ours [g2]", 0.70, 0.30),
+            ("ours [lda]", 0.99, 0.01),
+            ("ours_coefw", 0.99, 0.01),
+            ("other", 0.99, 0.01),
+        ]:
+            rows += [
+                dict(concept=c, method=method, eval="(i)", mode="keep", area=keep),
+                dict(concept=c, method=method, eval="(i)", mode="remove", area=remove),
+            ]
+    areas = pd.DataFrame(rows)
+    assert comparison.variant_name("ours", "g1") == "ours [g1]"
+    table = comparison.variant_areas(areas, "ours", "g0", ["g0", "g1", "g2"], [("(i)", "keep"), ("(i)", "remove")])
+    # rows: the settings of this choice only (not another choice's variant, not a method sharing the prefix)
+    assert list(table.index) == ["g0", "g1", "g2"]
+    assert table.loc["g0", "(i) keep"] == pytest.approx(0.80) and table.loc["g1", "(i) remove"] == pytest.approx(0.50)
+    # keep: higher is better; remove: lower is better; g1 is best kept and worst removed
+    assert list(table["mean rank"]) == [2.0, 2.0, 2.0]
+    assert table["(i) remove"].rank().tolist() == [2.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="frozen setting"):
+        comparison.variant_areas(areas, "ours", "g0", ["g1"], [("(i)", "keep")])

@@ -154,6 +154,9 @@ def test_paper_path_counts_the_neurons_ordered_by_entry(ctx):
         c_max_ratio=st.path_c_max_ratio,
         seed=ctx.seed,
     ).entry_step
-    n = paper_path(ctx).n_entered
+    path = paper_path(ctx)
+    n = path.n_entered
     assert n == (steps >= 0).sum() and 0 < n <= ctx.A.shape[1]
+    # notebook 03 takes the paper's ranking from this one walk instead of rank(), which would walk again
+    assert np.array_equal(rank("sparse_prober_contribution", ctx), path.ranking)
     assert set(rank("sparse_prober_contribution", ctx)[:n]) == set(np.flatnonzero(steps >= 0))

@@ -1,7 +1,8 @@
-"""The new-concept path: `./run_all.sh --concept FILE --profile ci` runs all four notebooks on a
-user's file into runs/<concept>/ and leaves the paper's figures/ alone; a bad file stops it before any
-notebook. Both runs of run_all.sh live in this file so that the test runner's worker processes
-(pytest-xdist, one file per worker) never run them side by side: each checks the staging folders."""
+"""The new-concept path: `./run_all.sh --concept FILE --profile ci --model M` runs all four notebooks on a
+user's file into runs/<concept>/ (each embedded model in turn) and leaves the paper's figures/ alone; a bad
+file stops it before any notebook. All runs of run_all.sh live in this file so that the test runner's
+worker processes (pytest-xdist, one file per worker) never run them side by side: each checks the
+staging folders."""
 
 import json
 import shutil
@@ -11,10 +12,12 @@ import nbformat
 import pytest
 
 from sparseprobe_core import paths
+from sparseprobe_core.config import model_slug
+from sparseprobe_core.models import DEFAULT_MODEL
 
 
 @pytest.mark.model
-def test_run_all_on_a_new_concept(tmp_path):
+def test_run_all_on_a_new_concept(tmp_path, model_name):
     concept = tmp_path / "tiny_french.csv"
     shutil.copy(paths.ROOT / "tests" / "data" / "tiny_concept.csv", concept)
     dest = paths.ROOT / "runs" / "tiny_french"
@@ -22,17 +25,20 @@ def test_run_all_on_a_new_concept(tmp_path):
     figures_before = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")}
     try:
         result = subprocess.run(
-            ["bash", "run_all.sh", "--concept", str(concept), "--profile", "ci", "--model", "smollm2-135m"],
+            ["bash", "run_all.sh", "--concept", str(concept), "--profile", "ci", "--model", model_name],
             cwd=paths.ROOT,
             capture_output=True,
             text=True,
             timeout=1500,
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        notebooks = sorted(p.name for p in dest.glob("*.ipynb"))
+        # the default model's executed notebooks go to runs/<concept>/, another model's to a folder of its own
+        executed_to = dest if model_name == DEFAULT_MODEL else dest / model_slug(model_name)
+        notebooks = sorted(p.name for p in executed_to.glob("*.ipynb"))
         assert notebooks == sorted(p.name for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
         manifest = json.loads((dest / "figures" / "MANIFEST.json").read_text())
-        runs = manifest["models"]["smollm2-135m"]
+        assert list(manifest["models"]) == [model_name]
+        runs = manifest["models"][model_name]
         for entry in runs["notebooks"].values():
             # shown by its name; the data analysed is the copy kept beside the results
             assert list(entry["data_sha256"]) == ["tiny_french"] and entry["params"]["concepts"] == ["tiny_french"]
@@ -46,13 +52,13 @@ def test_run_all_on_a_new_concept(tmp_path):
         assert all("1 test concepts" in v["headline"] and "concepts for a significant result" in v["headline"]
                    for v in per_layer)  # fmt: skip
         assert runs["figures"] and all(
-            (dest / "figures" / "smollm2-135m" / f["file"]).is_file() for f in runs["figures"].values()
+            (dest / "figures" / model_slug(model_name) / f["file"]).is_file() for f in runs["figures"].values()
         )
         for nb in notebooks:
-            executed = nbformat.read(dest / nb, as_version=4)
+            executed = nbformat.read(executed_to / nb, as_version=4)
             outputs = [o for c in executed.cells for o in c.get("outputs", [])]
             assert not [o for o in outputs if o.get("output_type") == "error"]
-            text = (dest / nb).read_text()
+            text = (executed_to / nb).read_text()
             assert str(tmp_path) not in text and str(paths.ROOT) not in text, f"{nb} shows a personal path"
             assert "Mean of empty slice" not in text and "RuntimeWarning" not in text, f"{nb} shows a RuntimeWarning"
         assert {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} == figures_before

@@ -283,3 +283,13 @@ def variant_areas(
     ranks = {c: table[c].rank(ascending=c.endswith("remove")) for c in table.columns}
     table["mean rank"] = pd.DataFrame(ranks).mean(axis=1)
     return table
+
+
+def frozen_shortfall(table: pd.DataFrame, frozen: str) -> pd.DataFrame:
+    """For each area column of a ``variant_areas`` table: the best setting ("best": the highest keep area,
+    the lowest remove area) and how far the `frozen` setting's area falls short of it ("short", >= 0)."""
+    rows = {}
+    for c in (c for c in table.columns if c != "mean rank"):
+        best = table[c].idxmin() if c.endswith("remove") else table[c].idxmax()
+        rows[c] = dict(best=best, short=abs(table.loc[best, c] - table.loc[frozen, c]))
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -81,7 +81,8 @@ def no_logits(bridge):
 
 
 # The longest files, longest first (summed test times of `./run_tests.sh --durations=0` on the 2-core
-# machine: about 116, 98, 54, 30 and 22 s of some 398 s): dealt first, none of them runs alone at the end.
+# machine: about 116, 98, 54, 30 and 22 s of some 398 s; test_new_concept.py now runs Gemma 3, 135 s):
+# dealt first, none of them runs alone at the end.
 # run_tests.sh passes --no-loadscope-reorder: by default pytest-xdist deals files by their number of tests.
 LONGEST_FIRST = ("test_new_concept.py", "test_cli.py", "test_ablation.py", "test_devices.py", "test_causal.py")
 

@@ -174,5 +174,7 @@ def test_variant_areas_score_each_setting_of_one_choice_and_nothing_else():
     # keep: higher is better; remove: lower is better; g1 is best kept and worst removed
     assert list(table["mean rank"]) == [2.0, 2.0, 2.0]
     assert table["(i) remove"].rank().tolist() == [2.0, 3.0, 1.0]
+    short = comparison.frozen_shortfall(table, "g0")
+    assert list(short["best"]) == ["g1", "g2"] and list(short["short"]) == pytest.approx([0.10, 0.10])
     with pytest.raises(ValueError, match="frozen setting"):
         comparison.variant_areas(areas, "ours", "g0", ["g1"], [("(i)", "keep")])

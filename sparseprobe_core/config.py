@@ -83,8 +83,9 @@ CI_CONCEPTS = ("python_number", "python_string")
 # The concepts are split ONCE into development concepts, which carry the evidence for every analysis
 # choice (evaluator settings and which baselines count as strong were made on them; the direction
 # estimator, the path's C grid and coefw_k were frozen earlier, and notebook 03 prints whether the dev data
-# support them), and test concepts, used only by the final verdict cells. Drawn with numpy's default_rng(0), two of each kind
-# of data/concepts/catalog.toml (sorted names; code-token, word-in-context, sentence), and frozen here.
+# support them), and test concepts, used only by the final verdict cells. Drawn with numpy's default_rng(0),
+# two of each kind of data/concepts/catalog.toml (sorted names; code-token, word-in-context, sentence), and
+# frozen here.
 DEV_CONCEPTS = ("code_loop_body", "python_number", "pos_base_form", "that_relative", "dutch", "spanish")
 
 

@@ -270,8 +270,8 @@ def variant_areas(
     label (`frozen` is `method` itself, scored as shipped; every other label its ``variant_name``), one
     column per (evaluation, mode) in `pairs` ("(i) keep", ...), and "mean rank" over those columns
     (1 = best: the highest keep area, the lowest remove area). Rows of any other method, `method`'s
-    variants of another choice included, are left out. Descriptive: the units are the development ones
-    in `areas`."""
+    variants of another choice included, are left out. Labels are distinct, and every pair has rows in
+    `areas`. Descriptive: the units are the development ones in `areas`."""
     if frozen not in labels:
         raise ValueError(f"the frozen setting {frozen!r} is not among the labels {labels}; list every setting")
     names = {variant_name(method, label): label for label in labels if label != frozen} | {method: frozen}

@@ -153,9 +153,10 @@ class RunConfig:
     # notebook 02's detection verdict (claim "3-detection"): a gain in test AUROC at k = sweep_k neurons
     # smaller than this is no help (fixed before the test concepts were scored)
     detection_margin: float = 0.01
-    # notebook 03, the verdict on claims 3 and 4. Every value below was chosen on the development
-    # concepts only, before any test concept was scored (the notebook's "Development concepts" section
-    # prints the evidence and whether it still supports each value).
+    # notebook 03, the verdict on claims 3 and 4. Every value below was fixed before any test concept was
+    # scored, those up to strong_baselines on the development concepts only (the notebook's "Development
+    # concepts" section prints the evidence and whether it supports each value, and the rankers' frozen
+    # settings).
     verdict_layer_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # early, middle, late (explicit layers win)
     dev_layer_fractions: tuple[float, ...] = (0.5,)  # where the dev evidence is recomputed (the budget's share)
     verdict_n_seeds: int = 2  # splits per concept; the concept, not the split, is the unit
@@ -167,8 +168,8 @@ class RunConfig:
     informative: tuple[tuple[str, str], ...] = (("(i)", "keep"), ("(i)", "remove"), ("(iii)", "keep"))
     # existing baselines that are strong on dev (claim 4 "holds" only if the paper's method beats each)
     strong_baselines: tuple[str, ...] = ("f_stat", "mean_diff", "l1_probe")
-    # other settings of the rankers' frozen path grid and coefw_k, scored on the dev units only: the evidence
-    # printed beside the frozen values (path_n_strengths, path_c_max_ratio), added after the test was scored
+    # other settings of the rankers' frozen path grid (path_n_strengths, path_c_max_ratio) and coefw_k, scored
+    # on the dev units only: the evidence printed beside the frozen values, added after the test was scored
     dev_path_grids: tuple[tuple[int, float], ...] = ((10, 100.0), (40, 100.0), (20, 1000.0), (30, 10000.0))
     dev_coefw_ks: tuple[int, ...] = (5, 20, 50)
     # notebook 04

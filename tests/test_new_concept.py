@@ -1,5 +1,6 @@
 """The new-concept path: `./run_all.sh --concept FILE --profile ci --model M` runs all four notebooks on a
-user's file into runs/<concept>/ and leaves the paper's figures/ alone; a bad file stops it before any
+user's file into runs/<concept>/ (a model other than the default: runs/<concept>/<model>/ for the executed
+notebooks) and leaves the paper's figures/ alone; a bad file stops it before any
 notebook. All runs of run_all.sh live in this file so that the test runner's worker processes
 (pytest-xdist, one file per worker) never run them side by side: each checks the staging folders."""
 
@@ -17,8 +18,9 @@ from sparseprobe_core.models import DEFAULT_MODEL
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 # Every embedded model runs every notebook once in the test command: the nbval step re-executes the ci
 # profile, which runs all four on the models of its plan (the default one) and only notebook 01 on the
-# others; a user's concept runs on those others. The new-concept plumbing tested here does not depend on
-# the model; run on the default model too (114 s more), the test command took 9 min 44 s on a fresh clone
+# others; a user's concept runs on those others. The new-concept plumbing tested here is the same code for
+# every model (only a non-default model's notebooks land one folder deeper); run on the default model too
+# (114 s more), the test command took 9 min 44 s on a fresh clone
 # at c771fa2, too close to its 10 min.
 USER_CONCEPT_MODELS = [m for m, nbs in run_plan("ci", "", NOTEBOOKS).items() if len(nbs) < len(NOTEBOOKS)] or [
     DEFAULT_MODEL

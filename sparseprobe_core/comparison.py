@@ -263,6 +263,11 @@ def variant_name(method: str, label: str) -> str:
     return f"{method} [{label}]"
 
 
+def is_variant(methods: pd.Series) -> pd.Series:
+    """Whether each method name is a development variant's (a ``variant_name``), not a method as shipped."""
+    return methods.str.contains(" [", regex=False)
+
+
 def variant_areas(
     areas: pd.DataFrame, method: str, frozen: str, labels: list[str], pairs: list[tuple[str, str]]
 ) -> pd.DataFrame:

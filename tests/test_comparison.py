@@ -167,6 +167,8 @@ def test_variant_areas_score_each_setting_of_one_choice_and_nothing_else():
             ]
     areas = pd.DataFrame(rows)
     assert comparison.variant_name("ours", "g1") == "ours [g1]"
+    names = pd.Series(["ours", comparison.variant_name("ours", "g1"), "f_stat"])
+    assert comparison.is_variant(names).tolist() == [False, True, False]
     table = comparison.variant_areas(areas, "ours", "g0", ["g0", "g1", "g2"], [("(i)", "keep"), ("(i)", "remove")])
     # rows: the settings of this choice only (not another choice's variant, not a method sharing the prefix)
     assert list(table.index) == ["g0", "g1", "g2"]

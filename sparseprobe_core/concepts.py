@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,19 @@ def _label(value: str) -> int | None:
     return int(number) if number in (0.0, 1.0) else None
 
 
+def _records(reader: csv.DictReader, path: Path) -> Iterator[tuple[int, dict]]:
+    """(line where the record starts, record) of each row; the csv module's errors become ConceptErrors."""
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. "field larger than field limit": a quote left open swallowed the rest
+            _fail(path, f"line {line} cannot be read as CSV ({err}); check that its quotes are closed")
+        yield line, row
+
+
 def parse_concept(raw: bytes, path: Path) -> tuple[list[str], np.ndarray]:
     """Validate the bytes of a concept CSV and return texts and labels, or raise a one-line ConceptError.
 
@@ -101,9 +115,13 @@ def parse_concept(raw: bytes, path: Path) -> tuple[list[str], np.ndarray]:
     texts, labels = [], []
     first: dict[str, tuple[int, int]] = {}  # text -> (line, label) of its first row
     repeated = 0
-    for line, row in enumerate(reader, start=2):
+    for line, row in _records(reader, path):
+        if None in row:  # more fields than the header's: DictReader keeps the surplus under the key None
+            _fail(path, f'line {line} has more fields than text,label; quote a text that contains a comma: "a, b",1')
         row = {(k or "").strip().lower(): v for k, v in row.items()}
         text, raw_label = row.get("text"), (row.get("label") or "").strip()
+        if (row.get("label") is None and text and "\n" in text) or "\n" in (row.get("label") or ""):
+            _fail(path, f"line {line} opens a quote that is never closed (the rest of the file is one text); close it")
         if text is None or not text.strip():
             _fail(path, f"line {line} has an empty text; remove the row or fill it in")
         label = _label(raw_label)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -202,10 +203,11 @@ class RunConfig:
     # notebook 04, section 3: a selection "reaches the dense probe" when its held-out AUROC is at most
     # `reach_tol` below it; the AUROC "at a selection's k" is that of `selection_probe` ("refit": the
     # dense evaluator probe refitted on the selected neurons; "path": the sparse prober's path at k
-    # neurons). Chosen on the 6 development concepts (SmolLM2, rank layer, first split): the path never
-    # reaches k for 7 of the 24 non-empty selections (its least regularised fit keeps 40-202 neurons;
-    # the noise rule kept up to 186, its BH variant up to 381), and where both exist they agree
-    # (median refit - path -0.005 over 18), so "refit", defined for every selection
+    # neurons). Chosen on the 6 development concepts (SmolLM2, rank layer, first split; at d7b61fd, before the
+    # selectors ran at three layers): the path never reached k for 7 of the 24 non-empty selections (its least
+    # regularised fit kept 40-202 neurons; the noise rule up to 186, its BH variant up to 381), and where both
+    # existed they agreed (median refit - path -0.005), so "refit", defined for every selection (notebook 04
+    # reprints the comparison on each run's development concepts)
     reach_tol: float = 0.02
     selection_probe: str = "refit"
     # verdict rule of claim 2 on planted layers (notebook 01): a selector "controls errors" when its mean
@@ -222,10 +224,19 @@ class RunConfig:
         return json.loads(json.dumps(d, default=str))
 
     # -- layers -----------------------------------------------------------------------------------
+    def explicit_layers(self, n_layers: int) -> list[int]:
+        """The layers given for this run (none: []), each checked against the model's `n_layers`."""
+        outside = [layer for layer in self.layers or () if layer >= n_layers]
+        if outside:
+            raise ValueError(
+                f"layers {self.layers} include {outside}, but {self.model} has layers 0..{n_layers - 1}; pick those"
+            )
+        return list(self.layers or ())
+
     def layers_for(self, n_layers: int) -> list[int]:
         """The layers a layer sweep visits: explicit ones, the profile's fractions of depth, or all."""
         if self.layers:
-            return list(self.layers)
+            return self.explicit_layers(n_layers)
         if self.layer_fractions:
             return self.layers_at(self.layer_fractions, n_layers)
         return list(range(n_layers))
@@ -234,12 +245,12 @@ class RunConfig:
         """Notebook 04's real-layer selection comparison: `selection_layer_fractions` of depth (explicit
         layers are used as given)."""
         if self.layers:
-            return list(self.layers)
+            return self.explicit_layers(n_layers)
         return self.layers_at(self.selection_layer_fractions, n_layers)
 
     def rank_layer(self, n_layers: int) -> int:
         """The single layer where rankings are compared (the first explicit layer, else mid-depth)."""
-        return self.layers[0] if self.layers else round(self.rank_layer_fraction * (n_layers - 1))
+        return self.explicit_layers(n_layers)[0] if self.layers else round(self.rank_layer_fraction * (n_layers - 1))
 
     def probe_sweep_layers(self, n_layers: int) -> list[int]:
         """Notebook 02's layer sweep: `probe_sweep_points` evenly spaced layers of the sweep, and the rank
@@ -274,7 +285,7 @@ class RunConfig:
 
     def verdict_layers(self, n_layers: int) -> list[int]:
         """Notebook 03's layers: explicit ones, else `verdict_layer_fractions` of depth."""
-        return list(self.layers) if self.layers else self.layers_at(self.verdict_layer_fractions, n_layers)
+        return self.explicit_layers(n_layers) if self.layers else self.layers_at(self.verdict_layer_fractions, n_layers)
 
     def dev_layers(self, n_layers: int) -> list[int]:
         """Where notebook 03 recomputes its development evidence: `dev_layer_fractions` of depth."""
@@ -311,15 +322,18 @@ class RunConfig:
 
 
 def _parse_layers(layers: str | int | list | tuple | None) -> tuple[int, ...] | None:
-    if layers in (None, "", []):
+    if layers in (None, "", [], ()):
         return None
     items = str(layers).replace(" ", "").split(",") if isinstance(layers, str | int) else list(layers)
     try:
-        return tuple(int(x) for x in items)
+        parsed = tuple(int(x) for x in items)
     except ValueError:
         raise ValueError(
             f"layers={layers!r} is not a comma-separated list of integers; write e.g. layers='10,15'"
         ) from None
+    if min(parsed) < 0 or len(set(parsed)) < len(parsed):
+        raise ValueError(f"layers={layers!r}: give each layer once, as a number >= 0 (e.g. layers='10,15')")
+    return parsed
 
 
 def model_slug(model: str) -> str:
@@ -425,22 +439,55 @@ def make_config(
     return with_settings(cfg, settings or {})
 
 
+# RunConfig fields that make_config sets from its own parameters, which it checks: not settings
+RUN_PARAMETERS = ("profile", "model", "layers", "seed", "out_dir", "device", "dtype")
+# settings whose value is one of a few words
+SETTING_CHOICES = {"causal_positions": ("all", "last"), "selection_probe": ("refit", "path")}
+
+
+def _checked(name: str, value, annotation: str, current):
+    """`value` for the field `name` (now `current`) if it has the field's type (the annotation's first member:
+    int, float, str, bool, tuple, or None where the annotation allows it), else a one-line ValueError."""
+    if isinstance(value, list):
+        value = tuple(value)  # papermill/YAML give lists; the config is immutable
+    if value is None:
+        if "None" not in annotation:
+            raise ValueError(f"setting {name}=None is not allowed; give a value like {name}={current!r}")
+        return value
+    base = annotation.split("|")[0].split("[")[0].strip()
+    types = {"int": (Integral,), "float": (Real,), "str": (str,), "bool": (bool,), "tuple": (tuple,)}.get(base)
+    if types and (not isinstance(value, types) or (isinstance(value, bool) and base != "bool")):
+        kind = f"an {base}" if base == "int" else f"a {base}"
+        raise ValueError(f"setting {name}={value!r} has the wrong type; give {kind}, e.g. {name}={current!r}")
+    if name in SETTING_CHOICES and value not in SETTING_CHOICES[name]:
+        raise ValueError(f"setting {name}={value!r}; use one of: {', '.join(SETTING_CHOICES[name])}")
+    return {"int": int, "float": float}.get(base, lambda v: v)(value)
+
+
 def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
-    """`cfg` with some fields replaced; a nested dict updates `rankers`. Unknown names fail in one line."""
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(settings) - names)
+    """`cfg` with some fields replaced; a nested dict updates `rankers`. Unknown names, fields make_config
+    takes as parameters (`RUN_PARAMETERS`) and values of the wrong type fail in one line."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"settings={settings!r} is not a dict; write e.g. settings={{'causal_k': 30}}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(RunConfig) if f.name not in RUN_PARAMETERS}
+    given = sorted(set(settings) & set(RUN_PARAMETERS))
+    if given:
+        raise ValueError(f"{', '.join(given)} cannot be a setting; pass it to make_config (or run_all.sh) itself")
+    unknown = sorted(set(settings) - set(fields))
     if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    changes = dict(settings)
-    if isinstance(changes.get("rankers"), dict):
-        ranker_names = {f.name for f in dataclasses.fields(RankerSettings)}
-        bad = sorted(set(changes["rankers"]) - ranker_names)
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    changes = {n: v for n, v in settings.items() if n != "rankers"}
+    changes = {n: _checked(n, v, fields[n], getattr(cfg, n)) for n, v in changes.items()}
+    if "rankers" in settings:
+        nested = settings["rankers"]
+        if not isinstance(nested, dict):
+            raise ValueError(f"setting rankers={nested!r} is not a dict; write e.g. rankers={{'l1_probe_C': 0.05}}")
+        ranker_fields = {f.name: str(f.type) for f in dataclasses.fields(RankerSettings)}
+        bad = sorted(set(nested) - set(ranker_fields))
         if bad:
-            raise ValueError(f"unknown ranker setting(s) {', '.join(bad)}; valid: {', '.join(sorted(ranker_names))}")
-        changes["rankers"] = dataclasses.replace(cfg.rankers, **changes["rankers"])
-    for name, value in changes.items():
-        if isinstance(value, list):
-            changes[name] = tuple(value)  # papermill/YAML give lists; the config is immutable
+            raise ValueError(f"unknown ranker setting(s) {', '.join(bad)}; valid: {', '.join(sorted(ranker_fields))}")
+        checked = {n: _checked(n, v, ranker_fields[n], getattr(cfg.rankers, n)) for n, v in nested.items()}
+        changes["rankers"] = dataclasses.replace(cfg.rankers, **checked)
     return dataclasses.replace(cfg, **changes)
 
 

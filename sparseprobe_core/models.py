@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,14 @@ def dequantized_copy(name: str) -> Path:
     return target
 
 
+def embedded_depth(name: str) -> int | None:
+    """The number of layers of the embedded model `name`, read from its de-quantized copy's config (no weights
+    are loaded); None while it has no copy (``dequantized_copy`` writes it)."""
+    if not has_dequantized_copy(name):
+        return None
+    return int(json.loads((_copy_folder(EMBEDDED[name]) / "config.json").read_text())["num_hidden_layers"])
+
+
 # accelerate's placement strategies: `device` names one of these to spread a model over every visible GPU
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -201,6 +210,12 @@ def _placement(device, n_devices: int | None, device_map, max_memory) -> dict:
     if kind == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use cpu")
     return {"device": device or "cpu"}
+
+
+def check_device(device: str) -> None:
+    """A one-line error unless `device` is one `load_model` can use here (a torch device, a GPU torch sees, or
+    one of `DEVICE_MAPS`)."""
+    _placement(device, None, None, None)
 
 
 def _load_embedded(model: EmbeddedModel, dtype, placement: dict):

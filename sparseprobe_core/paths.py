@@ -17,8 +17,9 @@ FIGURES = ROOT / "figures"
 
 
 def cache_dir() -> Path:
-    """Activation cache folder (git-ignored); `SPARSEPROBE_CACHE` overrides it, e.g. for tests."""
-    return Path(os.environ.get("SPARSEPROBE_CACHE", ROOT / ".cache" / "activations"))
+    """Activation cache folder (git-ignored); `SPARSEPROBE_CACHE` overrides it, e.g. for tests (set but empty:
+    the default, not the working directory)."""
+    return Path(os.environ.get("SPARSEPROBE_CACHE", "").strip() or ROOT / ".cache" / "activations")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:

@@ -63,11 +63,13 @@ class Unkeyable(Exception):
 
 
 def folder() -> Path | None:
-    """Where entries live, or None when the cache is off ($SPARSEPROBE_RESULTS=off)."""
+    """Where entries live, or None when the cache is off ($SPARSEPROBE_RESULTS=off). The variable holds
+    off / on (or 0 / 1, no / yes, false / true) or a folder, relative to the repository when not absolute."""
     value = os.environ.get(ENV, "").strip()
     if value.lower() in {"off", "0", "no", "false"}:
         return None
-    return paths.ROOT / value if value else paths.ROOT / ".cache" / "results"
+    on = not value or value.lower() in {"on", "1", "yes", "true"}
+    return paths.ROOT / ".cache" / "results" if on else paths.ROOT / value
 
 
 # -- what every key shares: the environment and the core's code ------------------------------------------

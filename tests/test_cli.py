@@ -180,8 +180,73 @@ def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model):
 def test_unknown_profile():
     with pytest.raises(ValueError, match="unknown profile 'fast'; use one of: paper, ci"):
         config.make_config(profile="fast")
-    result = subprocess.run(["bash", "run_all.sh", "--profile", "fast"], cwd=paths.ROOT, capture_output=True, text=True)
-    assert result.returncode == 2 and "unknown profile 'fast'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--profile", "fast"], "unknown profile 'fast'"),
+        (["--profile"], "--profile needs a value"),
+        (["--layers", ""], "--layers needs a value"),
+        (["--profile", "ci", "--profile", "paper"], "--profile is given twice"),
+        (["--setup-only", "--report-only"], "--setup-only takes no other option (got --report-only)"),
+        (["--report-only", "--concept", "x.csv"], "--report-only takes no other option (got --concept)"),
+        (["--model"], "--model needs a value"),
+        (["--layers", "--setup-only"], "--layers needs a value"),  # the next option is not taken for a value
+    ],
+)
+def test_run_all_usage_errors_exit_2_before_any_set_up(args, message):
+    result = subprocess.run(["bash", "run_all.sh", *args], cwd=paths.ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "smollm2-136m"], "unknown model 'smollm2-136m'; did you mean smollm2-135m?"),
+        (["--model", "gemma3-270m", "--layers", "5,40"], "include [40], but gemma3-270m has layers 0..17"),
+        (["--layers", "20"], "include [20], but gemma3-270m has layers 0..17"),  # both embedded models run
+        (["--layers", "3,3"], "give each layer once"),
+        (["--dtype", "int8"], "unknown dtype 'int8'"),
+        (["--device", "foo"], "unknown device 'foo'"),
+        (["--model=-x"], "unknown model '-x'"),
+    ],
+)
+def test_check_run_rejects_bad_options_in_one_line(args, message):
+    result = _main("check-run", *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_check_run_accepts_a_valid_run_and_a_hub_model():
+    assert _main("check-run", "--model", "gemma3-270m", "--layers", "3,17").returncode == 0
+    assert _main("check-run", "--model", "no-org/a-hub-model", "--layers", "40").returncode == 0  # depth unknown
+
+
+@pytest.mark.parametrize("name", ["ci", "a,b", "-x", ".hidden"])
+def test_check_concept_rejects_names_that_cannot_name_a_run(tmp_path, name):
+    src = tmp_path / f"{name}.csv"
+    src.write_text("text,label\n" + "".join(f"zero {i},0\none {i},1\n" for i in range(25)))
+    result = _main("check-concept", "--", str(src))
+    assert result.returncode == 1 and "names the run (runs/<name>/); rename the file" in result.stderr
+
+
+def test_publish_replaces_each_destination_whole(tmp_path):
+    stage, figures, notebooks = tmp_path / "stage", tmp_path / "figures", tmp_path / "notebooks"
+    slug = config.model_slug(config.DEFAULT_MODEL)
+    (stage / "figures" / slug).mkdir(parents=True)
+    (stage / "figures" / slug / "new.png").write_bytes(b"new")
+    (stage / "figures" / "MANIFEST.json").write_text("{}")
+    (stage / slug).mkdir()
+    (stage / slug / "01_x.ipynb").write_text("new")
+    (figures / slug).mkdir(parents=True)
+    (figures / slug / "gone.png").write_bytes(b"old")  # a figure the notebooks no longer make
+    notebooks.mkdir()
+    (notebooks / "01_x.ipynb").write_text("old")
+    cli._publish(stage, {config.DEFAULT_MODEL: []}, notebooks, figures)
+    assert sorted(p.name for p in (figures / slug).iterdir()) == ["new.png"]
+    assert (notebooks / "01_x.ipynb").read_text() == "new" and (figures / "MANIFEST.json").read_text() == "{}"
+    leftovers = [p.name for p in [*figures.iterdir(), *notebooks.iterdir()] if p.name.startswith(".")]
+    assert leftovers == []
 
 
 def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):

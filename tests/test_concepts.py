@@ -36,6 +36,10 @@ def test_valid_file_loads(tmp_path):
         ("text,label\n", "has no rows, only a header"),
         (_rows().replace("one 3,1", "one 3,1.5"), "labels must be 0 or 1"),
         (_rows().encode() + b"caf\xe9,1\n", "is not UTF-8"),
+        (_rows().replace("one 3,1", "one, 3,1"), "line 30 has more fields than text,label; quote a text"),
+        (_rows().replace("one 3,1", '"one 3,1'), "line 30 opens a quote that is never closed"),
+        (_rows().replace("one 3,1", 'one 3,"1'), "line 30 opens a quote that is never closed"),
+        ('text,label\n"one,1\n' + "x" * 140_000 + ",0\n", r"line 2 cannot be read as CSV \(field larger"),
     ],
 )
 def test_malformed_files_fail_with_one_line(tmp_path, content, message):

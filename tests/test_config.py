@@ -43,11 +43,55 @@ def test_every_knob_is_recorded():
 
 @pytest.mark.parametrize(
     "settings, message",
-    [({"k_rmove": 3}, "unknown setting(s) k_rmove"), ({"rankers": {"l1_C": 1.0}}, "unknown ranker setting(s) l1_C")],
+    [
+        ({"k_rmove": 3}, "unknown setting(s) k_rmove"),
+        ({"rankers": {"l1_C": 1.0}}, "unknown ranker setting(s) l1_C"),
+        ({"layers": "10,15"}, "layers cannot be a setting; pass it to make_config"),
+        ({"model": "x", "dtype": "int8"}, "dtype, model cannot be a setting"),
+        ({"n_seeds": "3"}, "setting n_seeds='3' has the wrong type; give an int, e.g. n_seeds=2"),
+        ({"causal_k": True}, "setting causal_k=True has the wrong type; give an int"),
+        ({"rankers": {"l1_probe_C": "x"}}, "setting l1_probe_C='x' has the wrong type; give a float"),
+        ({"rankers": 5}, "setting rankers=5 is not a dict"),
+        ({"n_strengths": None}, "setting n_strengths=None is not allowed"),
+        ({"causal_positions": "middle"}, "setting causal_positions='middle'; use one of: all, last"),
+    ],
 )
 def test_unknown_settings_fail_in_one_line(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         config.make_config(profile="ci", settings=settings)
+
+
+def test_setting_values_are_converted_where_the_type_allows():
+    cfg = config.make_config(profile="ci", settings={"test_size": 1, "k_grid": [1, 2], "n_per_class": None})
+    assert (
+        cfg.test_size == 1.0 and isinstance(cfg.test_size, float) and cfg.k_grid == (1, 2) and cfg.n_per_class is None
+    )
+    with pytest.raises(ValueError, match=r"settings=.* is not a dict"):
+        config.make_config(profile="ci", settings=[("causal_k", 3)])
+
+
+def test_notebook_04_may_add_its_distributed_concept_as_a_setting():
+    cfg = config.make_config(profile="ci")
+    more = config.with_settings(
+        cfg, {"concepts": [*cfg.concepts, "sentiment"], "concept_files": [*cfg.concept_files, "x"]}
+    )
+    assert more.concepts[-1] == "sentiment" and more.concept_files[-1] == "x"
+    assert config.with_settings(cfg, {"causal_k": np.int64(7)}).causal_k == 7  # numpy numbers are numbers
+    assert config.make_config(profile="ci", layers=()).layers is None
+
+
+@pytest.mark.parametrize("layers", ["3,3,1", "-1"])
+def test_layers_are_distinct_and_not_negative(layers):
+    with pytest.raises(ValueError, match="give each layer once, as a number >= 0"):
+        config.make_config(profile="ci", layers=layers)
+
+
+def test_explicit_layers_are_checked_against_the_model():
+    cfg = config.make_config(profile="paper", layers="3,40")
+    for use in (cfg.layers_for, cfg.selection_layers, cfg.rank_layer, cfg.verdict_layers, cfg.scope_layers):
+        with pytest.raises(ValueError, match=r"include \[40\], but smollm2-135m has layers 0..29"):
+            use(30)
+    assert cfg.layers_for(41) == [3, 40]
 
 
 def test_layer_rules():

@@ -5,6 +5,7 @@ notebook. All runs of run_all.sh live in this file so that the test runner's wor
 (pytest-xdist, one file per worker) never run them side by side: each checks the staging folders."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -94,3 +95,28 @@ def test_run_all_with_bad_concept_stops_before_any_notebook(tmp_path):
     after = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")} if paths.FIGURES.exists() else {}
     assert after == before
     assert stages == set((paths.ROOT / ".cache").glob("run.*"))  # no staging folder was made
+
+
+def test_a_failed_concept_run_puts_back_the_previous_data_file(tmp_path):
+    """runs/<name>/<name>.csv is the data its results were made from: a run of a changed file that fails (here
+    in notebook 01: a hub model cannot be fetched offline) puts the previous copy back."""
+    name = "restore_probe"
+    folder = paths.ROOT / "runs" / name
+    assert not folder.exists(), f"{folder} is left from an earlier run; delete it"
+    new = tmp_path / f"{name}.csv"
+    new.write_text("text,label\n" + "".join(f"zero {i},0\none {i},1\n" for i in range(25)))
+    folder.mkdir(parents=True)
+    try:
+        (folder / f"{name}.csv").write_text("the previous run's data\n")
+        stages = set((paths.ROOT / ".cache").glob("run.*"))
+        result = subprocess.run(
+            ["bash", "run_all.sh", "--concept", str(new), "--profile", "ci", "--model", "no-org/a-hub-model"],
+            cwd=paths.ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert result.returncode == 1 and "01_theory_check.ipynb on no-org/a-hub-model failed" in result.stderr
+        assert (folder / f"{name}.csv").read_text() == "the previous run's data\n"
+        for stage in set((paths.ROOT / ".cache").glob("run.*")) - stages:  # the failed run's, kept for reading
+            assert not (stage / "previous-concept.csv").exists()
+            shutil.rmtree(stage)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -236,6 +236,14 @@ def test_a_relative_folder_is_inside_the_repository(monkeypatch):
     assert results.folder() == results.paths.ROOT / "some" / "where"
     monkeypatch.setenv(results.ENV, "OFF")
     assert results.folder() is None
+    for on in ("on", "1", "Yes", "true", ""):  # words that mean "on" are not folder names
+        monkeypatch.setenv(results.ENV, on)
+        assert results.folder() == results.paths.ROOT / ".cache" / "results"
+
+
+def test_an_empty_activation_cache_variable_means_the_default(monkeypatch):
+    monkeypatch.setenv("SPARSEPROBE_CACHE", " ")
+    assert results.paths.cache_dir() == results.paths.ROOT / ".cache" / "activations"
 
 
 def _warns(x):

@@ -344,8 +344,12 @@ def _cmd_execute(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     """Build the read-along page, the summary figure and (optionally) the README's findings table."""
-    from . import report
+    from . import manifest, report
 
+    if not (Path(args.figures) / manifest.MANIFEST).is_file():
+        raise ValueError(
+            f"{args.figures}/{manifest.MANIFEST} is missing: the page is built from a finished run; run ./run_all.sh"
+        )
     start = time.perf_counter()
     print(f"building the read-along page from {args.figures} and {args.notebooks} ...", file=sys.stderr)
     page = report.build(

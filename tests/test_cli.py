@@ -230,6 +230,14 @@ def test_check_concept_rejects_names_that_cannot_name_a_run(tmp_path, name):
     assert result.returncode == 1 and "names the run (runs/<name>/); rename the file" in result.stderr
 
 
+def test_report_without_a_finished_run_says_so(tmp_path):
+    result = _main("report", "--figures", str(tmp_path), "--out", str(tmp_path / "page"))
+    assert (
+        result.returncode == 1 and "MANIFEST.json is missing" in result.stderr and "run ./run_all.sh" in result.stderr
+    )
+    assert not (tmp_path / "page").exists()
+
+
 def test_publish_replaces_each_destination_whole(tmp_path):
     stage, figures, notebooks = tmp_path / "stage", tmp_path / "figures", tmp_path / "notebooks"
     slug = config.model_slug(config.DEFAULT_MODEL)

@@ -84,7 +84,7 @@ def test_heartbeat_after_silence(tmp_path, monkeypatch):
 
 def test_run_all_keeps_the_stage_only_when_it_fails():
     script = (paths.ROOT / "run_all.sh").read_text()
-    assert """trap '[ "$succeeded" = 1 ] && rm -rf "$stage"' EXIT""" in script
+    assert """trap 'if [ "$succeeded" = 1 ]; then rm -rf "$stage"; else restore_concept; fi' EXIT""" in script
     assert script.index("succeeded=1") > script.index("-m sparseprobe_core execute")
 
 

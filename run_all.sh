@@ -139,7 +139,7 @@ check_run() {
   "$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" --device="$device" \
     --dtype="$dtype" || exit $?
 }
-check_run
+[ "$setup_only" = 1 ] || check_run
 [ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
 # Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
 with_heartbeat "building the local concepts" "$PY" data/build_concepts.py --local

@@ -144,7 +144,8 @@ def _cmd_check_run(args: argparse.Namespace) -> None:
             depth = models.embedded_depth(model) if model in models.EMBEDDED else None
             if depth is not None:
                 cfg.explicit_layers(depth)
-        models.check_device(device)
+        if args.device:  # the default, cpu, needs no check (nor torch's import time)
+            models.check_device(device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

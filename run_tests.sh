@@ -4,21 +4,29 @@
 # claims must print the same verdicts) and check that their numbers reproduce the references.
 set -euo pipefail
 cd "$(dirname "$0")"
-./run_all.sh --setup-only
-PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
 # The read-along page's test opens it in a real browser: Debian's chromium and its driver (a browser
 # build cannot be downloaded here; the distribution's package can). CI runs as root on a clean machine.
+# apt works beside the set-up (about a minute each way, mostly waiting on downloads); its lines go to a log
+# shown only if it fails.
+apt_pid="" apt_log=$(mktemp)
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo -n)
-  echo "installing chromium and chromium-driver for the page test (apt-get, about a minute)..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # apt's own lines (one per package unpacked) show that it is working
-  if ! { ${sudo[@]+"${sudo[@]}"} apt-get update -qq &&
-         ${sudo[@]+"${sudo[@]}"} apt-get install -y -q --no-install-recommends chromium chromium-driver; }; then
-    echo "warning: could not install chromium; the page test will fail: apt-get install chromium chromium-driver" >&2
-  fi
+  echo "installing chromium and chromium-driver for the page test (apt-get, beside the set-up)..." >&2
+  (
+    export DEBIAN_FRONTEND=noninteractive
+    ${sudo[@]+"${sudo[@]}"} apt-get update -qq &&
+      ${sudo[@]+"${sudo[@]}"} apt-get install -y -q --no-install-recommends chromium chromium-driver
+  ) >"$apt_log" 2>&1 </dev/null &
+  apt_pid=$!
 fi
+./run_all.sh --setup-only
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+  tail -20 "$apt_log" >&2
+  echo "warning: could not install chromium; the page test will fail: apt-get install chromium chromium-driver" >&2
+fi
+rm -f "$apt_log"
+PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
 export MPLBACKEND=agg PYTHONHASHSEED=0
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .

@@ -60,12 +60,20 @@ def model_name(request) -> str:
     return request.param
 
 
+_LOADED: dict[tuple[str, str], object] = {}
+
+
 @pytest.fixture(scope="session")
 def bridge(model_name, device):
-    """The embedded model `model_name` as a TransformerBridge, on `device`."""
+    """The embedded model `model_name` as a TransformerBridge, on `device`: loaded once per test process.
+    pytest tears a parametrized session fixture down whenever the next test wants the other parameter, which
+    the test files do in turn: kept here, each model loads once, not once per file (five times each in a
+    serial run, 3-9 s a load)."""
     from sparseprobe_core.models import load_model
 
-    return load_model(model_name, device=device)
+    if (model_name, device) not in _LOADED:
+        _LOADED[model_name, device] = load_model(model_name, device=device)
+    return _LOADED[model_name, device]
 
 
 @pytest.fixture

@@ -334,7 +334,9 @@ def test_cv_judge_is_the_dense_probe_at_the_cross_validated_C(data):
 
 
 def test_cv_judge_regularises_more_when_rows_are_few():
-    """Few fit rows in many dimensions: cross-validation picks a smaller C than with many rows."""
+    """Few fit rows in many dimensions: cross-validation picks a smaller C than with many rows. One draw can
+    pick a large C on few rows (0.32 of the grid in one of five here), so the medians of five draws are
+    compared; beyond 600 rows the choice no longer moves (3,000 rows: the same C, 40 times the cost)."""
     rng = np.random.default_rng(5)
     Cs = np.logspace(-4, 2, 13)
 
@@ -345,7 +347,7 @@ def test_cv_judge_regularises_more_when_rows_are_few():
         split = concepts.make_split(y, seed=0, test_size=0.3, val_size=0.3)
         return OutputEvaluator(LayerData.from_split(A, y, split, np.eye(120), np.zeros(120)), Cs=Cs).probe[-1].C_
 
-    assert chosen_C(100) < chosen_C(3000)
+    assert np.median([chosen_C(100) for _ in range(5)]) < np.median([chosen_C(600) for _ in range(5)])
 
 
 def test_sign_agreement_reads_beta_against_the_train_class_shift(data):

@@ -1,4 +1,4 @@
-"""The new-concept path: `./run_all.sh --concept FILE --profile ci --model M` runs all four notebooks on a
+"""The new-concept path: `./run_all.sh --concept FILE --profile ci --model M --layers L` runs all four notebooks on a
 user's file into runs/<concept>/ (a model other than the default: runs/<concept>/<model>/ for the executed
 notebooks) and leaves the paper's figures/ alone; a bad file stops it before any
 notebook. All runs of run_all.sh live in this file so that the test runner's worker processes
@@ -12,7 +12,7 @@ import subprocess
 import nbformat
 import pytest
 
-from sparseprobe_core import paths
+from sparseprobe_core import models, paths
 from sparseprobe_core.config import model_slug, run_plan
 from sparseprobe_core.models import DEFAULT_MODEL
 
@@ -33,12 +33,17 @@ USER_CONCEPT_MODELS = [m for m, nbs in run_plan("ci", "", NOTEBOOKS).items() if 
 def test_run_all_on_a_new_concept(tmp_path, model_name):
     concept = tmp_path / "tiny_french.csv"
     shutil.copy(paths.ROOT / "tests" / "data" / "tiny_concept.csv", concept)
+    # one layer, given as a user would (--layers): the plumbing is the same at every layer, and the ci profile's
+    # three verdict layers run in the nbval step (on three layers this run took 195 s of a test worker on the
+    # 2-core Intel Xeon machine, on one 148 s)
+    layer = models.embedded_depth(model_name) // 2
     dest = paths.ROOT / "runs" / "tiny_french"
     shutil.rmtree(dest, ignore_errors=True)
     figures_before = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")}
     try:
+        args = ["--concept", str(concept), "--profile", "ci", "--model", model_name, "--layers", str(layer)]
         result = subprocess.run(
-            ["bash", "run_all.sh", "--concept", str(concept), "--profile", "ci", "--model", model_name],
+            ["bash", "run_all.sh", *args],
             cwd=paths.ROOT,
             capture_output=True,
             text=True,
@@ -56,12 +61,14 @@ def test_run_all_on_a_new_concept(tmp_path, model_name):
             # shown by its name; the data analysed is the copy kept beside the results
             assert list(entry["data_sha256"]) == ["tiny_french"] and entry["params"]["concepts"] == ["tiny_french"]
             assert entry["params"]["concept_files"] == ["runs/tiny_french/tiny_french.csv"]
+            assert entry["params"]["layers"] == [layer]
         assert (dest / "tiny_french.csv").read_bytes() == concept.read_bytes()
         # a user's concept is a test concept: notebook 03 compares the paper's method on it at every verdict
-        # layer and says that one concept cannot reach significance
+        # layer (here the one given) and says that one concept cannot reach significance
         verdicts = runs["notebooks"]["03_ranking_comparison"]["verdicts"]
         per_layer = [v for key, v in verdicts.items() if key.startswith("claim4_layer")]
-        assert len(per_layer) == 3 and verdicts["claim4"]["verdict"] == "cannot tell"
+        assert [k for k in verdicts if k.startswith("claim4_layer")] == [f"claim4_layer{layer}"]
+        assert verdicts["claim4"]["verdict"] == "cannot tell"
         assert all("1 test concepts" in v["headline"] and "concepts for a significant result" in v["headline"]
                    for v in per_layer)  # fmt: skip
         assert runs["figures"] and all(

@@ -34,8 +34,9 @@ def test_run_all_on_a_new_concept(tmp_path, model_name):
     concept = tmp_path / "tiny_french.csv"
     shutil.copy(paths.ROOT / "tests" / "data" / "tiny_concept.csv", concept)
     # one layer, given as a user would (--layers): the plumbing is the same at every layer, and the ci profile's
-    # three verdict layers run in the nbval step (on three layers this run took 195 s of a test worker on the
-    # 2-core Intel Xeon machine, on one 148 s)
+    # three verdict layers run in the nbval step. On the 2-core Intel Xeon machine this test took 195 s of a
+    # worker on three layers, 181 s on one: most of it is four kernels each importing torch and TransformerLens
+    # and loading the model
     layer = models.embedded_depth(model_name) // 2
     dest = paths.ROOT / "runs" / "tiny_french"
     shutil.rmtree(dest, ignore_errors=True)

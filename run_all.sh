@@ -117,10 +117,11 @@ setup_env() {
     # pip it compiles the bytecode at install: where PYTHONDONTWRITEBYTECODE is set (as on that machine) every
     # process would otherwise compile torch's and transformers' sources again at import (unit tests 7 min 25 s
     # instead of 5 min 11 s). pip installs uv itself. uv reads no pip configuration, so the folders pip takes
-    # local wheels from (the CPU build of torch on this machine's disk) are passed on; uv's own UV_* variables
-    # work as usual.
+    # local wheels from (the CPU build of torch on this machine's disk) and pip's certificate bundle are passed
+    # on; uv's own UV_* variables work as usual.
     with_heartbeat "installing uv" .venv/bin/pip install --quiet "$UV"
-    uv=(.venv/bin/uv pip install --python .venv/bin/python --quiet --link-mode copy --compile-bytecode)
+    uv=(env ${PIP_CERT:+SSL_CERT_FILE="$PIP_CERT"} .venv/bin/uv pip install --python .venv/bin/python --quiet)
+    uv+=(--link-mode copy --compile-bytecode)
     for link in ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}; do
       uv+=(--find-links "$link")
     done

@@ -6,6 +6,7 @@ carry the mark explicitly.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -60,20 +61,20 @@ def model_name(request) -> str:
     return request.param
 
 
-_LOADED: dict[tuple[str, str], object] = {}
+@functools.cache
+def _loaded(model_name: str, device: str):
+    from sparseprobe_core.models import load_model
+
+    return load_model(model_name, device=device)
 
 
 @pytest.fixture(scope="session")
 def bridge(model_name, device):
     """The embedded model `model_name` as a TransformerBridge, on `device`: loaded once per test process.
     pytest tears a parametrized session fixture down whenever the next test wants the other parameter, which
-    the test files do in turn: kept here, each model loads once, not once per file (five times each in a
+    the test files do in turn: cached here, each model loads once, not once per file (five times each in a
     serial run, 3-9 s a load)."""
-    from sparseprobe_core.models import load_model
-
-    if (model_name, device) not in _LOADED:
-        _LOADED[model_name, device] = load_model(model_name, device=device)
-    return _LOADED[model_name, device]
+    return _loaded(model_name, device)
 
 
 @pytest.fixture

@@ -67,11 +67,10 @@ def test_run_all_on_a_new_concept(tmp_path, model_name):
         # a user's concept is a test concept: notebook 03 compares the paper's method on it at every verdict
         # layer (here the one given) and says that one concept cannot reach significance
         verdicts = runs["notebooks"]["03_ranking_comparison"]["verdicts"]
-        per_layer = [v for key, v in verdicts.items() if key.startswith("claim4_layer")]
-        assert [k for k in verdicts if k.startswith("claim4_layer")] == [f"claim4_layer{layer}"]
-        assert verdicts["claim4"]["verdict"] == "cannot tell"
+        per_layer = {key: v for key, v in verdicts.items() if key.startswith("claim4_layer")}
+        assert list(per_layer) == [f"claim4_layer{layer}"] and verdicts["claim4"]["verdict"] == "cannot tell"
         assert all("1 test concepts" in v["headline"] and "concepts for a significant result" in v["headline"]
-                   for v in per_layer)  # fmt: skip
+                   for v in per_layer.values())  # fmt: skip
         assert runs["figures"] and all(
             (dest / "figures" / model_slug(model_name) / f["file"]).is_file() for f in runs["figures"].values()
         )

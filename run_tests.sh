@@ -30,11 +30,25 @@ PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
 export MPLBACKEND=agg PYTHONHASHSEED=0
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
+# The nbval step runs beside the unit tests: alone it keeps one of the two cores busy (its kernels start,
+# import and load models one after the other; 3 min 56 s of CPU in 4 min 1 s on the 2-core Intel machine),
+# the unit tests keep both about 85 % busy. Its torch and BLAS run one thread (busy-waiting OpenMP threads on
+# cores already taken would slow everything down, see tests/conftest.py) and its units run in the kernel
+# (SPARSEPROBE_JOBS=1), so the two steps share the cores. Its output follows the unit tests'.
+out=$(mktemp -d) nbval_log=$(mktemp) nbval_pid=""
+# its own process group (setsid), so that a failed or interrupted unit-test step stops it with its kernels
+trap 'if [ -n "$nbval_pid" ]; then kill -- "-$nbval_pid" 2>/dev/null || true; fi; rm -rf "$out" "$nbval_log"' EXIT
+echo "re-executing the ci notebooks under nbval beside the unit tests (its output follows theirs)..." >&2
+SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" OMP_NUM_THREADS=1 SPARSEPROBE_JOBS=1 setsid "$PY" -m pytest \
+  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider \
+  tests/nbval/*.ipynb tests/nbval/*/*.ipynb tests/nbval/check_reproduction.py >"$nbval_log" 2>&1 &
+nbval_pid=$!
 # Two worker processes (whole test files each, so a file's loaded models and run_all.sh runs stay in one
 # process), the longest files first (tests/conftest.py orders them; xdist would deal files by their number of
-# tests); the notebooks below already use both cores through their own workers.
+# tests).
 "$PY" -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests "$@"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" "$PY" -m pytest --nbval-lax --nbval-current-env \
-  --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider tests/nbval/*.ipynb tests/nbval/*/*.ipynb tests/nbval/check_reproduction.py
+nbval_rc=0
+wait "$nbval_pid" || nbval_rc=$?
+nbval_pid=""
+cat "$nbval_log"
+exit "$nbval_rc"

@@ -155,12 +155,21 @@ check_run() {
 }
 [ "$setup_only" = 1 ] || check_run
 [ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
-# Concepts that may not be redistributed are built here, once; committed ones are never rebuilt.
-with_heartbeat "building the local concepts" "$PY" data/build_concepts.py --local
-# The embedded models' float32 copies, side by side (each de-quantization runs on one core); after this a
-# notebook or test only reads them. Only --model's, if given (none for a hub model). The transformers'
-# per-tensor bar stays off the terminal.
-TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"}
+# Concepts that may not be redistributed are built here, once (committed ones are never rebuilt), beside the
+# embedded models' float32 copies, which are made side by side (each de-quantization runs on one core, and
+# SmolLM2's ends first, freeing a core for the concepts' 10 s). After this a notebook or test only reads them.
+# Only --model's copy, if given (none for a hub model). The transformers' per-tensor bar stays off the terminal.
+concepts_log=$(mktemp)
+"$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
+concepts_pid=$!
+models_rc=0 concepts_rc=0
+TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models \
+  ${model:+-- "$model"} || models_rc=$?
+wait "$concepts_pid" || concepts_rc=$?
+cat "$concepts_log" >&2
+rm -f "$concepts_log"
+[ "$models_rc" = 0 ] || exit "$models_rc"
+[ "$concepts_rc" = 0 ] || exit "$concepts_rc"
 [ "$setup_only" = 1 ] && exit 0
 [ -z "$layers" ] || check_run
 

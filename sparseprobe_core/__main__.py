@@ -33,6 +33,40 @@ def _method_names() -> list[str]:
     return [*METHOD_ALIASES, *(m for m in RANKERS if m != "grad_x_act_model")]
 
 
+class _MethodChoices:
+    """The --method choices of rank, listed only when argparse checks or shows them: the rankers import scikit-learn
+    (2 s), which the plumbing commands that run_all.sh calls five times a run do not need."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in _method_names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_method_names())
+
+
+def _sizes_of_copy(name: str):
+    """An embedded model's `ModelInfo` from its de-quantized copy's config (no weights loaded), or None for a hub
+    model or before the copy exists."""
+    import json
+
+    from . import models
+
+    if name not in models.EMBEDDED or not models.has_dequantized_copy(name):
+        return None
+    hf = json.loads((models.dequantized_copy(name) / "config.json").read_text())
+    return models.ModelInfo(name, hf["num_hidden_layers"], hf["intermediate_size"], hf["hidden_size"])
+
+
+def _check_layer_and_k(info, args: argparse.Namespace) -> int:
+    """Check rank's --layer and --k against the model's sizes; return the layer, or raise a one-line error."""
+    from . import models
+
+    layer = models.check_layer(info, args.layer)
+    if args.k > info.d_mlp:
+        raise ValueError(f"--k {args.k} exceeds the layer's {info.d_mlp} neurons; pass --k between 1 and {info.d_mlp}")
+    return layer
+
+
 def _cmd_rank(args: argparse.Namespace) -> None:
     import numpy as np
     from sklearn.metrics import roc_auc_score
@@ -41,11 +75,12 @@ def _cmd_rank(args: argparse.Namespace) -> None:
 
     method = METHOD_ALIASES.get(args.method, args.method)
     concept = concepts.load_concept(args.concept)
+    copied = _sizes_of_copy(args.model)
+    if copied is not None:  # an embedded model's sizes are known before its load (10 s for Gemma 3)
+        _check_layer_and_k(copied, args)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     info = models.model_info(bridge, args.model)
-    layer = models.check_layer(info, args.layer)
-    if args.k > info.d_mlp:
-        raise ValueError(f"--k {args.k} exceeds the layer's {info.d_mlp} neurons; pass --k between 1 and {info.d_mlp}")
+    layer = _check_layer_and_k(info, args)
     A, M = activations.layer_activations(bridge, args.model, concept.texts, [layer])[layer]
     W_out, b_out = models.writing_vectors(bridge, layer)
     y = concept.labels
@@ -396,9 +431,36 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
             new.replace(dest)
 
 
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """While active, each GGUF file is parsed once: transformers builds a new `gguf.GGUFReader` for the
+    tokenizer, the config and the weights, and parsing the header (Gemma 3's 262k-token vocabulary) is most of
+    a de-quantization. Gemma 3: 83 -> 44 s on the 2-core Intel machine; the copy's four files are the same
+    bytes (sha256) either way. It lives in the set-up's command, not in `models.dequantized_copy`, because
+    every module of the core is part of the figures' code hash: moving it there belongs to the next paper run."""
+    import functools
+
+    import gguf
+
+    plain = gguf.GGUFReader
+    gguf.GGUFReader = functools.cache(plain)  # transformers imports it from `gguf` at each call
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = plain
+
+
+def _dequantize(name: str) -> Path:
+    """`models.dequantized_copy(name)`, parsing its GGUF file once (a worker process of prepare-models)."""
+    from . import models
+
+    with _gguf_parsed_once():
+        return models.dequantized_copy(name)
+
+
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
     """De-quantize the embedded models named (default: all) that have no float32 copy yet, side by side in one
-    process each (a de-quantization runs on one core: about 20 s SmolLM2, 50 s Gemma 3 on 2 cores), so that
+    process each (a de-quantization runs on one core), each GGUF file parsed once (`_gguf_parsed_once`), so that
     later loads only read the copy, e.g. the test command's two workers, which would otherwise each make their
     own. A hub model's name is skipped: it has nothing to de-quantize."""
     from concurrent.futures import ProcessPoolExecutor
@@ -411,7 +473,7 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=len(todo)) as pool:
-        for name, folder in zip(todo, pool.map(models.dequantized_copy, todo)):
+        for name, folder in zip(todo, pool.map(_dequantize, todo)):
             print(f"  {name}: {folder.relative_to(paths.ROOT)}", file=sys.stderr)
 
 
@@ -431,7 +493,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--method",
         default="weighted",
-        choices=_method_names(),
+        choices=_MethodChoices(),
         metavar="METHOD",
         help="ranking method (default: weighted = sparse_prober_contribution, the paper's); one of: %(choices)s",
     )

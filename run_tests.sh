@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up .venv if needed (same set-up as run_all.sh), check the code style, run the
-# unit tests, then re-execute the ci-profile notebooks under nbval (the cells that state the paper's
-# claims must print the same verdicts) and check that their numbers reproduce the references.
+# unit tests and, beside them, re-execute the ci-profile notebooks under nbval (the cells that state the
+# paper's claims must print the same verdicts) and check that their numbers reproduce the references.
 set -euo pipefail
 cd "$(dirname "$0")"
 # The read-along page's test opens it in a real browser: Debian's chromium and its driver (a browser
@@ -36,10 +36,18 @@ export MPLBACKEND=agg PYTHONHASHSEED=0
 # cores already taken would slow everything down, see tests/conftest.py) and its units run in the kernel
 # (SPARSEPROBE_JOBS=1), so the two steps share the cores. Its output follows the unit tests'.
 out=$(mktemp -d) nbval_log=$(mktemp) nbval_pid=""
-# its own process group (setsid), so that a failed or interrupted unit-test step stops it with its kernels
-trap 'if [ -n "$nbval_pid" ]; then kill -- "-$nbval_pid" 2>/dev/null || true; fi; rm -rf "$out" "$nbval_log"' EXIT
+# If the unit tests fail (or the command is interrupted) the nbval step is stopped; its kernels follow it (each
+# polls its parent), so the output folder goes once they are gone.
+stop_nbval() {
+  [ -n "$nbval_pid" ] || return 0
+  kill "$nbval_pid" 2>/dev/null || true
+  wait "$nbval_pid" 2>/dev/null || true
+  echo "run_tests.sh: the nbval step was stopped before it finished" >&2
+  sleep 2
+}
+trap 'stop_nbval; rm -rf "$out" "$nbval_log"' EXIT
 echo "re-executing the ci notebooks under nbval beside the unit tests (its output follows theirs)..." >&2
-SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" OMP_NUM_THREADS=1 SPARSEPROBE_JOBS=1 setsid "$PY" -m pytest \
+SPARSEPROBE_OUT_DIR="$out" SPARSEPROBE_NBVAL_OUT="$out" OMP_NUM_THREADS=1 SPARSEPROBE_JOBS=1 "$PY" -m pytest \
   --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg -p no:cacheprovider \
   tests/nbval/*.ipynb tests/nbval/*/*.ipynb tests/nbval/check_reproduction.py >"$nbval_log" 2>&1 &
 nbval_pid=$!

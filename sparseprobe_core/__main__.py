@@ -18,8 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, paths
+
+if TYPE_CHECKING:
+    from . import models
 
 METHOD_ALIASES = {"weighted": "sparse_prober_contribution"}
 # rankers whose score is only a position in an order; every other ranker's score is its own statistic
@@ -34,8 +38,9 @@ def _method_names() -> list[str]:
 
 
 class _MethodChoices:
-    """The --method choices of rank, listed only when argparse checks or shows them: the rankers import scikit-learn
-    (2 s), which the plumbing commands that run_all.sh calls five times a run do not need."""
+    """The --method choices of rank, listed only when argparse checks or shows them: importing the rankers (their
+    estimators, scipy.stats: about 2 s) is wasted on the plumbing commands that run_all.sh calls five times a run
+    (prepare-models then imports no scikit-learn at all; the others still import concepts' splitters)."""
 
     def __contains__(self, name: object) -> bool:
         return name in _method_names()
@@ -44,9 +49,9 @@ class _MethodChoices:
         return iter(_method_names())
 
 
-def _sizes_of_copy(name: str):
+def _sizes_of_copy(name: str) -> models.ModelInfo | None:
     """An embedded model's `ModelInfo` from its de-quantized copy's config (no weights loaded), or None for a hub
-    model or before the copy exists."""
+    model or before the copy exists. (`models.embedded_depth` reads the same file for the depth alone.)"""
     import json
 
     from . import models
@@ -57,7 +62,7 @@ def _sizes_of_copy(name: str):
     return models.ModelInfo(name, hf["num_hidden_layers"], hf["intermediate_size"], hf["hidden_size"])
 
 
-def _check_layer_and_k(info, args: argparse.Namespace) -> int:
+def _check_layer_and_k(info: models.ModelInfo, args: argparse.Namespace) -> int:
     """Check rank's --layer and --k against the model's sizes; return the layer, or raise a one-line error."""
     from . import models
 
@@ -437,7 +442,8 @@ def _gguf_parsed_once() -> Iterator[None]:
     tokenizer, the config and the weights, and parsing the header (Gemma 3's 262k-token vocabulary) is most of
     a de-quantization. Gemma 3: 83 -> 44 s on the 2-core Intel machine; the copy's four files are the same
     bytes (sha256) either way. It lives in the set-up's command, not in `models.dequantized_copy`, because
-    every module of the core is part of the figures' code hash: moving it there belongs to the next paper run."""
+    every other module of the core is part of the figures' code hash (this one is not, manifest._NOT_SCIENCE):
+    moving it there belongs to the next paper run."""
     import functools
 
     import gguf

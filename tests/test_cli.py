@@ -22,7 +22,7 @@ import pytest
 
 from sparseprobe_core import __main__ as cli
 from sparseprobe_core import activations, concepts, config, models, paths
-from sparseprobe_core.models import EMBEDDED
+from sparseprobe_core.models import DEFAULT_MODEL, EMBEDDED
 
 PY = sys.executable
 
@@ -162,6 +162,24 @@ def test_prepare_models_parses_each_gguf_file_once(tmp_path):
         assert gguf.GGUFReader(path) is first and first.tensors[0].name == "w"
     assert gguf.GGUFReader is plain and gguf.GGUFReader(path) is not first
     assert "from gguf import GGUFReader" in inspect.getsource(modeling_gguf_pytorch_utils.load_gguf_checkpoint)
+    # and prepare-models' workers de-quantize under it
+    seen = []
+    with mock.patch.object(models, "dequantized_copy", lambda name: seen.append(gguf.GGUFReader is not plain)):
+        cli._dequantize(DEFAULT_MODEL)
+    assert seen == [True]
+
+
+def test_plumbing_commands_do_not_import_the_rankers():
+    """run_all.sh calls the plumbing commands five times a run: their parsing leaves scikit-learn's estimators
+    (the rankers' 2 s import) alone; rank still checks its --method."""
+    code = (
+        "import sys; from sparseprobe_core import __main__ as cli; p = cli._parser(); "
+        "p.parse_args(['prepare-models']); p.parse_args(['check-concept', 'x.csv']); "
+        "assert 'sparseprobe_core.rankers' not in sys.modules, 'imported'; "
+        "p.parse_args(['rank', '--concept', 'x', '--layer', '1', '--method', 'f_stat'])"
+    )
+    result = subprocess.run([PY, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_console_script_is_installed():
@@ -173,7 +191,9 @@ def test_console_script_is_installed():
 
 @pytest.mark.model
 @pytest.mark.parametrize("model", list(EMBEDDED))
-def test_rank_checks_layer_and_k_against_the_model(small_concept, model):
+def test_rank_checks_layer_and_k_against_the_model(small_concept, model, monkeypatch):
+    """An embedded model's sizes come from its copy's config: a bad --layer or --k fails before the load."""
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded before checking --layer and --k"))
     hf = json.loads((models.dequantized_copy(model) / "config.json").read_text())  # the sizes, without loading it
     n_layers, d_mlp = hf["num_hidden_layers"], hf["intermediate_size"]
     rank = ["rank", "--concept", str(small_concept), "--model", model]

@@ -440,8 +440,8 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
 def _gguf_parsed_once() -> Iterator[None]:
     """While active, each GGUF file is parsed once: transformers builds a new `gguf.GGUFReader` for the
     tokenizer, the config and the weights, and parsing the header (Gemma 3's 262k-token vocabulary) is most of
-    a de-quantization. Gemma 3: 83 -> 44 s on the 2-core Intel machine; the copy's four files are the same
-    bytes (sha256) either way. It lives in the set-up's command, not in `models.dequantized_copy`, because
+    a de-quantization: 1.6x faster for Gemma 3, 1.75x for SmolLM2, and the copy's files are the same bytes
+    (benchmarks/bench_dequantize.py). It lives in the set-up's command, not in `models.dequantized_copy`, because
     every other module of the core is part of the figures' code hash (this one is not, manifest._NOT_SCIENCE):
     moving it there belongs to the next paper run."""
     import functools

@@ -143,7 +143,7 @@ def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
 
 def test_prepare_models_parses_each_gguf_file_once(tmp_path):
     """While de-quantizing, the readers transformers builds for the tokenizer, the config and the weights are one
-    (Gemma 3: 83 -> 44 s; the copy's bytes are the same, measured); the plain reader is back afterwards. Also
+    (1.6x faster for Gemma 3, the same bytes: benchmarks/bench_dequantize.py); the plain reader is back afterwards. Also
     fails if transformers stops looking the reader up in `gguf` at each call, which would undo the saving."""
     import inspect
 

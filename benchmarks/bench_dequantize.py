@@ -1,0 +1,66 @@
+"""De-quantizing an embedded model: as `models.dequantized_copy` does it vs the set-up's `prepare-models`, which
+parses the GGUF file once (`__main__._gguf_parsed_once`); per model, side by side in one run.
+
+transformers builds a new `gguf.GGUFReader` for the tokenizer, for the config and for the weights, and parsing
+the header (a Python loop over every field, Gemma 3's 262k-token vocabulary included) is most of the work. Each
+variant writes a copy into its own temporary folder (the repository's `.cache/models/` is not touched); the
+script prints both times, their ratio, and whether the two copies are the same bytes (sha256 of every file).
+The variants alternate, `--repeats` times, and the minimum of each is kept. One de-quantization runs on one
+core: Gemma 3 takes 1-1.5 min, SmolLM2 about half that.
+
+    .venv/bin/python benchmarks/bench_dequantize.py [--models smollm2-135m,gemma3-270m] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+from sparseprobe_core import __main__ as cli
+from sparseprobe_core import models, paths
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+
+
+def _timed_copy(dequantize, name: str) -> tuple[float, dict[str, str]]:
+    """Seconds to de-quantize `name` into a fresh temporary repository root, and the copy's file digests."""
+    with tempfile.TemporaryDirectory() as root, mock.patch.object(paths, "ROOT", Path(root)):
+        start = time.perf_counter()
+        folder = dequantize(name)
+        return time.perf_counter() - start, _digests(folder)
+
+
+def bench_model(name: str, repeats: int) -> float:
+    """Print one line for `name`; return plain / parsed-once."""
+    plain, once = float("inf"), float("inf")
+    for _ in range(repeats):
+        seconds, plain_files = _timed_copy(models.dequantized_copy, name)
+        plain = min(plain, seconds)
+        seconds, once_files = _timed_copy(cli._dequantize, name)
+        once = min(once, seconds)
+    same = "same bytes" if plain_files == once_files else "DIFFERENT files"
+    print(f"{name:14s} dequantized_copy {plain:6.1f} s   GGUF parsed once {once:6.1f} s   "
+          f"{plain / once:4.2f}x   copies: {same}")  # fmt: skip
+    return plain / once
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(models.EMBEDDED), help="comma-separated embedded models")
+    parser.add_argument("--repeats", type=int, default=1, help="alternations of the two variants (minimum kept)")
+    args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' per-tensor bar
+    print(f"de-quantization, one process, {os.cpu_count()} CPU(s) visible")
+    for name in args.models.split(","):
+        bench_model(name, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,8 @@ stop_nbval() {
   [ -n "$nbval_pid" ] || return 0
   kill "$nbval_pid" 2>/dev/null || true
   wait "$nbval_pid" 2>/dev/null || true
-  echo "run_tests.sh: the nbval step was stopped before it finished" >&2
+  echo "run_tests.sh: the nbval step was stopped (if it had not finished); the end of its output:" >&2
+  tail -5 "$nbval_log" >&2
   sleep 2
 }
 trap 'stop_nbval; rm -rf "$out" "$nbval_log"' EXIT

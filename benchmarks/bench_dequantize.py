@@ -14,7 +14,6 @@ core: Gemma 3 takes 1-1.5 min, SmolLM2 about half that.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import tempfile
 import time
@@ -22,11 +21,11 @@ from pathlib import Path
 from unittest import mock
 
 from sparseprobe_core import __main__ as cli
-from sparseprobe_core import models, paths
+from sparseprobe_core import activations, models, paths
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+    return {f.name: activations._file_sha256(f) for f in sorted(folder.iterdir())}  # streamed: 1.1 GB files
 
 
 def _timed_copy(dequantize, name: str) -> tuple[float, dict[str, str]]:

@@ -49,19 +49,6 @@ class _MethodChoices:
         return iter(_method_names())
 
 
-def _sizes_of_copy(name: str) -> models.ModelInfo | None:
-    """An embedded model's `ModelInfo` from its de-quantized copy's config (no weights loaded), or None for a hub
-    model or before the copy exists. (`models.embedded_depth` reads the same file for the depth alone.)"""
-    import json
-
-    from . import models
-
-    if name not in models.EMBEDDED or not models.has_dequantized_copy(name):
-        return None
-    hf = json.loads((models.dequantized_copy(name) / "config.json").read_text())
-    return models.ModelInfo(name, hf["num_hidden_layers"], hf["intermediate_size"], hf["hidden_size"])
-
-
 def _check_layer_and_k(info: models.ModelInfo, args: argparse.Namespace) -> int:
     """Check rank's --layer and --k against the model's sizes; return the layer, or raise a one-line error."""
     from . import models
@@ -80,7 +67,7 @@ def _cmd_rank(args: argparse.Namespace) -> None:
 
     method = METHOD_ALIASES.get(args.method, args.method)
     concept = concepts.load_concept(args.concept)
-    copied = _sizes_of_copy(args.model)
+    copied = models.copy_sizes(args.model)
     if copied is not None:  # an embedded model's sizes are known before its load (10 s for Gemma 3)
         _check_layer_and_k(copied, args)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
@@ -181,9 +168,9 @@ def _cmd_check_run(args: argparse.Namespace) -> None:
                 raise ValueError(f"unknown model {args.model!r}; did you mean {close[0]}? (other names: hub models)")
         for model in config.run_plan(args.profile, args.model, []):
             cfg = config.make_config(profile=args.profile, model=model, layers=args.layers, device=device, dtype=dtype)
-            depth = models.embedded_depth(model) if model in models.EMBEDDED else None
-            if depth is not None:
-                cfg.explicit_layers(depth)
+            sizes = models.copy_sizes(model)
+            if sizes is not None:
+                cfg.explicit_layers(sizes.n_layers)
         if args.device:  # the default, cpu, needs no check (nor torch's import time)
             models.check_device(device)
     except ValueError as err:
@@ -436,39 +423,11 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
             new.replace(dest)
 
 
-@contextmanager
-def _gguf_parsed_once() -> Iterator[None]:
-    """While active, each GGUF file is parsed once: transformers builds a new `gguf.GGUFReader` for the
-    tokenizer, the config and the weights, and parsing the header (Gemma 3's 262k-token vocabulary) is most of
-    a de-quantization: 1.6x faster for Gemma 3, 1.75x for SmolLM2, and the copy's files are the same bytes
-    (benchmarks/bench_dequantize.py). It lives in the set-up's command, not in `models.dequantized_copy`, because
-    every other module of the core is part of the figures' code hash (this one is not, manifest._NOT_SCIENCE):
-    moving it there belongs to the next paper run."""
-    import functools
-
-    import gguf
-
-    plain = gguf.GGUFReader
-    gguf.GGUFReader = functools.cache(plain)  # transformers imports it from `gguf` at each call
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = plain
-
-
-def _dequantize(name: str) -> Path:
-    """`models.dequantized_copy(name)`, parsing its GGUF file once (a worker process of prepare-models)."""
-    from . import models
-
-    with _gguf_parsed_once():
-        return models.dequantized_copy(name)
-
-
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
     """De-quantize the embedded models named (default: all) that have no float32 copy yet, side by side in one
-    process each (a de-quantization runs on one core), each GGUF file parsed once (`_gguf_parsed_once`), so that
-    later loads only read the copy, e.g. the test command's two workers, which would otherwise each make their
-    own. A hub model's name is skipped: it has nothing to de-quantize."""
+    process each (a de-quantization runs on one core), so that later loads only read the copy, e.g. the test
+    command's two workers, which would otherwise each make their own. A hub model's name is skipped: it has
+    nothing to de-quantize."""
     from concurrent.futures import ProcessPoolExecutor
 
     from . import models
@@ -479,7 +438,7 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=len(todo)) as pool:
-        for name, folder in zip(todo, pool.map(_dequantize, todo)):
+        for name, folder in zip(todo, pool.map(models.dequantized_copy, todo)):
             print(f"  {name}: {folder.relative_to(paths.ROOT)}", file=sys.stderr)
 
 

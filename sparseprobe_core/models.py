@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +133,31 @@ def has_dequantized_copy(name: str) -> bool:
     return (_copy_folder(EMBEDDED[name]) / "model.safetensors").is_file()
 
 
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """While active, each GGUF file is parsed once: transformers builds a new `gguf.GGUFReader` for the
+    tokenizer, the config and the weights, and parsing the header (Gemma 3's 262k-token vocabulary) is most of
+    a de-quantization: 1.6x faster for Gemma 3, 1.75x for SmolLM2, the copy's files the same bytes
+    (benchmarks/bench_dequantize.py)."""
+    import functools
+
+    import gguf
+
+    plain = gguf.GGUFReader
+    gguf.GGUFReader = functools.cache(plain)  # transformers imports it from `gguf` at each call
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = plain
+
+
 def dequantized_copy(name: str) -> Path:
     """Folder holding the embedded model `name` de-quantized to float32 safetensors, written once (atomically).
 
-    De-quantizing runs on one core: ~20 s (SmolLM2), ~50 s (Gemma 3) measured; the safetensors copy loads
-    in ~3-10 s with identical logits, and every notebook and test session loads the model again.
-    A chunked GGUF is assembled inside the temporary folder and removed with it.
+    De-quantizing runs on one core, each GGUF file parsed once (`_gguf_parsed_once`): about 14 s (SmolLM2) and
+    37 s (Gemma 3) measured; the safetensors copy loads in ~3-10 s with identical logits, and every notebook
+    and test session loads the model again. A chunked GGUF is assembled inside the temporary folder and
+    removed with it.
     """
     model = EMBEDDED[name]
     target = _copy_folder(model)
@@ -149,8 +170,9 @@ def dequantized_copy(name: str) -> Path:
     def write(tmp: Path) -> None:
         tmp.mkdir()
         gguf = embedded_model_path(model.name, workdir=tmp)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with _gguf_parsed_once():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         hf_model.config.quantization_config = None  # the copy is plain float32
         # GGUF configs carry no `architectures`; without it the bridge cannot pick an adapter for gemma3_text
         hf_model.config.architectures = [type(hf_model).__name__]
@@ -164,12 +186,14 @@ def dequantized_copy(name: str) -> Path:
     return target
 
 
-def embedded_depth(name: str) -> int | None:
-    """The number of layers of the embedded model `name`, read from its de-quantized copy's config (no weights
-    are loaded); None while it has no copy (``dequantized_copy`` writes it)."""
-    if not has_dequantized_copy(name):
+def copy_sizes(name: str) -> ModelInfo | None:
+    """The embedded model `name`'s sizes read from its de-quantized copy's config (no weights are loaded), for
+    checking layers and k before a load; None for a hub model or while it has no copy (``dequantized_copy``
+    writes it)."""
+    if name not in EMBEDDED or not has_dequantized_copy(name):
         return None
-    return int(json.loads((_copy_folder(EMBEDDED[name]) / "config.json").read_text())["num_hidden_layers"])
+    hf = json.loads((_copy_folder(EMBEDDED[name]) / "config.json").read_text())
+    return ModelInfo(name, hf["num_hidden_layers"], hf["intermediate_size"], hf["hidden_size"])
 
 
 # accelerate's placement strategies: `device` names one of these to spread a model over every visible GPU
@@ -230,7 +254,9 @@ def _load_embedded(model: EmbeddedModel, dtype, placement: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = dequantized_copy(model.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    # with add_bos_token=True, as the bridge's `get_tokenizer_with_bos` would load it a second time (it then takes
+    # this one as it is): one load of Gemma 3's 33 MB tokenizer instead of two
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), add_bos_token=True)
     kwargs = {}
     if "device" not in placement:
         device_map, max_memory = resolve_device_map(

@@ -141,13 +141,14 @@ def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
     assert hub.returncode == 0 and hub.stderr == ""
 
 
-def test_prepare_models_parses_each_gguf_file_once(tmp_path):
+def test_dequantization_parses_each_gguf_file_once(tmp_path):
     """While de-quantizing, the readers transformers builds for the tokenizer, the config and the weights are one
     (1.6x faster for Gemma 3, the same bytes: benchmarks/bench_dequantize.py); the plain reader is back afterwards. Also
     fails if transformers stops looking the reader up in `gguf` at each call, which would undo the saving."""
     import inspect
 
     import gguf
+    import transformers
     from transformers import modeling_gguf_pytorch_utils
 
     path = tmp_path / "tiny.gguf"
@@ -157,16 +158,30 @@ def test_prepare_models_parses_each_gguf_file_once(tmp_path):
         step()
     writer.close()
     plain = gguf.GGUFReader
-    with cli._gguf_parsed_once():
+    with models._gguf_parsed_once():
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(path) is first and first.tensors[0].name == "w"
     assert gguf.GGUFReader is plain and gguf.GGUFReader(path) is not first
     assert "from gguf import GGUFReader" in inspect.getsource(modeling_gguf_pytorch_utils.load_gguf_checkpoint)
-    # and prepare-models' workers de-quantize under it
+
+    # and dequantized_copy reads the GGUF file under it (stopped at its first read; nothing is left behind)
+    class Stop(Exception):
+        pass
+
     seen = []
-    with mock.patch.object(models, "dequantized_copy", lambda name: seen.append(gguf.GGUFReader is not plain)):
-        cli._dequantize(DEFAULT_MODEL)
-    assert seen == [True]
+
+    def first_read(*args, **kwargs):
+        seen.append(gguf.GGUFReader is not plain)
+        raise Stop
+
+    with (
+        mock.patch.object(paths, "ROOT", tmp_path),
+        mock.patch.object(transformers.AutoTokenizer, "from_pretrained", first_read),
+        pytest.raises(Stop),
+    ):
+        models.dequantized_copy(DEFAULT_MODEL)
+    assert seen == [True] and gguf.GGUFReader is plain
+    assert not any((tmp_path / ".cache" / "models").iterdir())
 
 
 def test_plumbing_commands_do_not_import_the_rankers():

@@ -37,7 +37,7 @@ def test_run_all_on_a_new_concept(tmp_path, model_name):
     # three verdict layers run in the nbval step. On the 2-core Intel Xeon machine this test took 195 s of a
     # worker on three layers, 181 s on one: most of it is four kernels each importing torch and TransformerLens
     # and loading the model
-    layer = models.embedded_depth(model_name) // 2
+    layer = models.copy_sizes(model_name).n_layers // 2
     dest = paths.ROOT / "runs" / "tiny_french"
     shutil.rmtree(dest, ignore_errors=True)
     figures_before = {str(p): p.stat().st_mtime_ns for p in paths.FIGURES.rglob("*")}

@@ -1,6 +1,7 @@
-"""De-quantizing an embedded model: `models.dequantized_copy`, which parses the GGUF file once
-(`models._gguf_parsed_once`), vs the same without that context (as transformers does it); per model, side by
-side in one run.
+"""De-quantizing an embedded model with its GGUF file parsed once vs once per read, side by side in one run.
+
+`models.dequantized_copy` parses the file once (`models._gguf_parsed_once`); without that context transformers
+parses it for each of its reads.
 
 transformers builds a new `gguf.GGUFReader` for the tokenizer, for the config and for the weights, and parsing
 the header (a Python loop over every field, Gemma 3's 262k-token vocabulary included) is most of the work. Each

@@ -164,23 +164,30 @@ def test_dequantization_parses_each_gguf_file_once(tmp_path):
     assert gguf.GGUFReader is plain and gguf.GGUFReader(path) is not first
     assert "from gguf import GGUFReader" in inspect.getsource(modeling_gguf_pytorch_utils.load_gguf_checkpoint)
 
-    # and dequantized_copy reads the GGUF file under it (stopped at its first read; nothing is left behind)
+    # and dequantized_copy reads the GGUF file for the tokenizer and for the weights under it (stopped at the second
+    # read; nothing is left behind)
     class Stop(Exception):
         pass
 
     seen = []
 
-    def first_read(*args, **kwargs):
-        seen.append(gguf.GGUFReader is not plain)
-        raise Stop
+    def read(stop: bool):
+        def from_pretrained(*args, **kwargs):
+            seen.append(gguf.GGUFReader is not plain)
+            if stop:
+                raise Stop
+            return mock.Mock()
+
+        return from_pretrained
 
     with (
         mock.patch.object(paths, "ROOT", tmp_path),
-        mock.patch.object(transformers.AutoTokenizer, "from_pretrained", first_read),
+        mock.patch.object(transformers.AutoTokenizer, "from_pretrained", read(stop=False)),
+        mock.patch.object(transformers.AutoModelForCausalLM, "from_pretrained", read(stop=True)),
         pytest.raises(Stop),
     ):
         models.dequantized_copy(DEFAULT_MODEL)
-    assert seen == [True] and gguf.GGUFReader is plain
+    assert seen == [True, True] and gguf.GGUFReader is plain
     assert not any((tmp_path / ".cache" / "models").iterdir())
 
 

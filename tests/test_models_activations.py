@@ -33,6 +33,8 @@ def test_model_sizes_agree_with_the_hf_config(bridge, model_name):
     assert (info.n_layers, info.d_mlp, info.d_model) == (hf.num_hidden_layers, hf.intermediate_size, hf.hidden_size)
     w, b = models.writing_vectors(bridge, 3)
     assert w.shape == (info.d_mlp, info.d_model) and b.shape == (info.d_model,)
+    # the sizes the CLI checks --layer and --k against before loading, read from the copy's config alone
+    assert models.copy_sizes(model_name) == info and models.copy_sizes("no-org/a-hub-model") is None
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])

@@ -211,7 +211,9 @@ AUROC = Tolerance("abs", atol=2e-3)  # AUROCs, curve areas and their differences
 # a borderline cell, and a Wilcoxon p-value by one rank.
 TOLERANCES: tuple[tuple[str, Tolerance], ...] = (
     ("identity_max_rel_diff", Tolerance("at_most", bound=1e-4)),  # float32 rounding, checked against its bound
-    (r"^p_", Tolerance("p_value", atol=0.05)),
+    # p-values: named p_... or ..._p_holm (the Holm-adjusted p of a comparison across concepts, which with 14
+    # concepts moves in discrete steps: 0.0157 -> 0.0244 between two machines for one that stayed significant)
+    (r"^p_|_p_holm$", Tolerance("p_value", atol=0.05)),
     (r"(win|free)_fraction$", Tolerance("abs", atol=0.15)),
     (r"(^|_)k(_rule)?(_median)?(_|$)", Tolerance("abs", atol=1.0, rtol=0.1)),
 )

@@ -122,6 +122,7 @@ REFERENCE = {
     "dense_auroc_by_layer": {"french": [0.809, 0.898]},
     "identity_max_rel_diff": 1.62e-07,
     "p_i_mean_keep": 0.004,
+    "claim4_L7_l1_probe_i_remove_p_holm": 0.01575,
     "noise_rule_k": 29,
     "scope_layers": 10,
     "winner_at_10": "contribution",
@@ -135,6 +136,7 @@ def test_a_rerun_within_tolerance_reproduces_the_reference():
         "dense_auroc_by_layer": {"french": [0.8105, 0.8965]},
         "identity_max_rel_diff": 2.12e-07,  # a bound, not a value: any float32 rounding error passes
         "p_i_mean_keep": 0.008,
+        "claim4_L7_l1_probe_i_remove_p_holm": 0.02441,  # measured on a second machine
         "noise_rule_k": 30,
     }
     assert manifest.compare_numbers(REFERENCE, rerun) == []
@@ -147,6 +149,7 @@ def test_a_rerun_within_tolerance_reproduces_the_reference():
         ("dense_auroc_by_layer", {"french": [0.809, 0.902]}),
         ("identity_max_rel_diff", 3e-4),  # above float32 precision: the identity broke
         ("p_i_mean_keep", 0.06),  # the other side of 0.05
+        ("claim4_L7_l1_probe_i_remove_p_holm", 0.051),
         ("noise_rule_k", 36),
         ("scope_layers", 9),
         ("winner_at_10", "norm"),

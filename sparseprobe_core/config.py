@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -445,6 +446,58 @@ RUN_PARAMETERS = ("profile", "model", "layers", "seed", "out_dir", "device", "dt
 SETTING_CHOICES = {"causal_positions": ("all", "last"), "selection_probe": ("refit", "path")}
 
 
+@dataclass(frozen=True)
+class Interval:
+    """The values a numeric setting may take: low < v (low <= v when `closed_low`) and v < high (v <= high
+    when `closed_high`); a tuple setting's every element must lie in it."""
+
+    low: float
+    high: float = math.inf
+    closed_low: bool = True
+    closed_high: bool = True
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.closed_low else value > self.low
+        below = value <= self.high if self.closed_high else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>=' if self.closed_low else '>'} {self.low:g}"
+        return f"in {'[' if self.closed_low else '('}{self.low:g}, {self.high:g}{']' if self.closed_high else ')'}"
+
+
+# Numeric settings checked when a run is configured, so that a value no analysis can use fails in one line
+# before any forward pass, not minutes later inside an estimator (tuples of pairs are not checked here)
+_RANGES: dict[Interval, tuple[str, ...]] = {
+    Interval(1): (
+        *("n_per_class", "n_seeds", "probe_n_seeds", "sweep_n_seeds", "verdict_n_seeds", "scope_step", "n_top"),
+        *("sweep_k", "k_curve_max", "causal_k", "coefw_k", "k_grid", "k_grid_retrained", "k_area", "keep_ks"),
+        *("dev_coefw_ks", "planted_ns", "planted_seeds", "planted_study_seeds", "sweep_splits", "probe_sweep_points"),
+    ),
+    # a prefix and the probed token (the KV-reuse run); a balanced draw; K-fold and a path need two
+    Interval(2): (
+        *("max_tokens", "causal_n_texts", "causal_screen_texts", "judge_folds", "n_strengths", "path_n_strengths"),
+        "stability_subsamples",
+    ),
+    Interval(0, 1): (  # fractions of depth, and the elastic net's mixing
+        *("layer_fractions", "selection_layer_fractions", "verdict_layer_fractions", "dev_layer_fractions"),
+        *("causal_layer_fractions", "rank_layer_fraction", "elastic_net_l1_ratio"),
+    ),
+    Interval(0, 1, closed_low=False, closed_high=False): (
+        *("test_size", "val_size", "ablation_fit_size", "ablation_test_size", "selection_fdr"),
+    ),
+    Interval(0): ("detection_margin", "reach_tol", "verdict_fdr_slack", "verdict_power_tol", "causal_min_range"),
+    Interval(0, closed_low=False): (
+        *("judge_Cs", "stability_ev", "dense_l2_C", "l1_probe_C", "elastic_net_C", "elastic_net_tol"),
+    ),
+    Interval(1, closed_low=False): ("c_max_ratio", "path_c_max_ratio"),
+    Interval(0, 0.5): ("min_control_minority",),
+    Interval(0.5, 1, closed_low=False): ("stability_threshold",),  # Meinshausen-Buehlmann's bound needs > 0.5
+}
+SETTING_RANGES: dict[str, Interval] = {name: interval for interval, names in _RANGES.items() for name in names}
+
+
 def _checked(name: str, value, annotation: str, current):
     """`value` for the field `name` (now `current`) if it has the field's type (the annotation's first member:
     int, float, str, bool, tuple, or None where the annotation allows it), else a one-line ValueError."""
@@ -461,6 +514,11 @@ def _checked(name: str, value, annotation: str, current):
         raise ValueError(f"setting {name}={value!r} has the wrong type; give {kind}, e.g. {name}={current!r}")
     if name in SETTING_CHOICES and value not in SETTING_CHOICES[name]:
         raise ValueError(f"setting {name}={value!r}; use one of: {', '.join(SETTING_CHOICES[name])}")
+    interval = SETTING_RANGES.get(name)
+    numbers = value if isinstance(value, tuple) else (value,)
+    if interval and not all(isinstance(v, Real) and not isinstance(v, bool) and v in interval for v in numbers):
+        each = "every value " if isinstance(value, tuple) else ""
+        raise ValueError(f"setting {name}={value!r} is out of range: {each}must be {interval}, e.g. {name}={current!r}")
     return {"int": int, "float": float}.get(base, lambda v: v)(value)
 
 
@@ -488,7 +546,23 @@ def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
             raise ValueError(f"unknown ranker setting(s) {', '.join(bad)}; valid: {', '.join(sorted(ranker_fields))}")
         checked = {n: _checked(n, v, ranker_fields[n], getattr(cfg.rankers, n)) for n, v in nested.items()}
         changes["rankers"] = dataclasses.replace(cfg.rankers, **checked)
-    return dataclasses.replace(cfg, **changes)
+    return _check_together(dataclasses.replace(cfg, **changes))
+
+
+def _check_together(cfg: RunConfig) -> RunConfig:
+    """`cfg` if settings that constrain each other agree, else a one-line ValueError naming them."""
+    for part, other in (("test_size", "val_size"), ("ablation_test_size", "ablation_fit_size")):
+        if getattr(cfg, part) + getattr(cfg, other) >= 1:
+            raise ValueError(
+                f"settings {part}={getattr(cfg, part)} and {other}={getattr(cfg, other)} leave no training rows; "
+                "keep their sum below 1 (e.g. 0.3 and 0.2)"
+            )
+    if cfg.causal_screen_texts > cfg.causal_n_texts:
+        raise ValueError(
+            f"setting causal_screen_texts={cfg.causal_screen_texts} exceeds causal_n_texts={cfg.causal_n_texts}; the "
+            "range is screened on a subset of the causal texts, so keep it at most causal_n_texts"
+        )
+    return cfg
 
 
 def set_seed(seed: int) -> None:

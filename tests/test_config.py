@@ -62,12 +62,47 @@ def test_unknown_settings_fail_in_one_line(settings, message):
 
 
 def test_setting_values_are_converted_where_the_type_allows():
-    cfg = config.make_config(profile="ci", settings={"test_size": 1, "k_grid": [1, 2], "n_per_class": None})
+    cfg = config.make_config(profile="ci", settings={"reach_tol": 0, "k_grid": [1, 2], "n_per_class": None})
     assert (
-        cfg.test_size == 1.0 and isinstance(cfg.test_size, float) and cfg.k_grid == (1, 2) and cfg.n_per_class is None
+        cfg.reach_tol == 0.0 and isinstance(cfg.reach_tol, float) and cfg.k_grid == (1, 2) and cfg.n_per_class is None
     )
     with pytest.raises(ValueError, match=r"settings=.* is not a dict"):
         config.make_config(profile="ci", settings=[("causal_k", 3)])
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"test_size": 1.5}, "setting test_size=1.5 is out of range: must be in (0, 1), e.g. test_size=0.3"),
+        ({"k_grid": [0, 5]}, "setting k_grid=(0, 5) is out of range: every value must be >= 1"),
+        ({"judge_Cs": [1.0, "a"]}, "setting judge_Cs=(1.0, 'a') is out of range: every value must be > 0"),
+        ({"rankers": {"elastic_net_l1_ratio": 2}}, "elastic_net_l1_ratio=2 is out of range: must be in [0, 1]"),
+        ({"stability_threshold": 0.5}, "stability_threshold=0.5 is out of range: must be in (0.5, 1]"),
+        ({"causal_n_texts": 1}, "causal_n_texts=1 is out of range: must be >= 2"),
+        ({"verdict_layer_fractions": [0.5, 1.2]}, "every value must be in [0, 1]"),
+        ({"test_size": 0.5, "val_size": 0.5}, "test_size=0.5 and val_size=0.5 leave no training rows"),
+        ({"causal_screen_texts": 300}, "causal_screen_texts=300 exceeds causal_n_texts=200"),
+    ],
+)
+def test_settings_out_of_range_fail_in_one_line(settings, message):
+    escaped = "".join("\\" + ch if ch in "()[]." else ch for ch in message)
+    with pytest.raises(ValueError, match=escaped):
+        config.make_config(profile="paper", settings=settings)
+
+
+def test_every_numeric_setting_has_a_range_and_the_profiles_lie_in_it():
+    kinds = {f.name: str(f.type) for cls in (config.RunConfig, RankerSettings) for f in dataclasses.fields(cls)}
+    numeric = {n for n, t in kinds.items() if t.split("|")[0].split("[")[0].strip() in ("int", "float")}
+    numeric |= {n for n, t in kinds.items() if t.startswith("tuple[int") or t.startswith("tuple[float")}
+    # seed and layers are run parameters, checked by make_config itself; tuples of pairs are not numeric
+    assert numeric - set(config.SETTING_RANGES) == {"seed", "layers"}
+    for profile in config.PROFILES:
+        for model in config.CAUSAL_MIN_RANGE:
+            cfg = config.make_config(profile=profile, model=model)
+            values = {**config.asdict(cfg), **config.asdict(cfg.rankers)}
+            for name, interval in config.SETTING_RANGES.items():
+                value = values[name]
+                assert value is None or all(v in interval for v in (value if isinstance(value, tuple) else [value]))
 
 
 def test_notebook_04_may_add_its_distributed_concept_as_a_setting():

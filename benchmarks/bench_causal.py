@@ -72,7 +72,9 @@ def run_both(make_runner, keeps, fill, chunk: int, n_naive: int):
 def main(model: str, concept: str, n_texts: int, fractions: list[float], threads: int, n_naive: int, chunk: int,
          batch: int) -> None:  # fmt: skip
     torch.set_num_threads(threads)
-    cfg = config.make_config(profile="paper", model=model, concept=concept, settings={"causal_n_texts": n_texts})
+    # the screen is a subset of the causal texts (the benchmark uses every text, not the screen)
+    settings = {"causal_n_texts": n_texts, "causal_screen_texts": min(n_texts, 64)}
+    cfg = config.make_config(profile="paper", model=model, concept=concept, settings=settings)
     bridge = models.load_model(model)
     n_layers = bridge.cfg.n_layers
     layers = sorted({round(f * (n_layers - 1)) for f in fractions})

@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .concepts import Concept, ConceptError, Split, load_concept, make_split, resolve, shipped_concepts, subsample
+from .concepts import (
+    MIN_PER_CLASS,
+    Concept,
+    ConceptError,
+    Split,
+    load_concept,
+    make_split,
+    resolve,
+    shipped_concepts,
+    subsample,
+)
 from .models import DEFAULT_MODEL, DTYPES, EMBEDDED
 
 
@@ -413,7 +423,8 @@ def make_config(
     (``{"causal_k": 30, "rankers": {"l1_probe_C": 0.05}}``). `concept`: "" (the profile's concepts),
     shipped names or CSV paths, comma-separated; a relative path is relative to the repository root.
     `device` and `dtype`: where and in which precision the model runs (`models.load_model`).
-    Unknown profiles, dtypes or settings fail in one line naming the valid ones."""
+    Unknown profiles, dtypes or settings fail in one line naming the valid ones, settings out of range
+    (`SETTING_RANGES`) in one line naming the range."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of: {', '.join(PROFILES)}")
     if dtype not in DTYPES:
@@ -467,19 +478,23 @@ class Interval:
         return f"in {'[' if self.closed_low else '('}{self.low:g}, {self.high:g}{']' if self.closed_high else ')'}"
 
 
-# Numeric settings checked when a run is configured, so that a value no analysis can use fails in one line
-# before any forward pass, not minutes later inside an estimator (tuples of pairs are not checked here)
+# Numeric settings checked when a run is configured (finite, whole numbers where the field is an int, tuples
+# not empty), so that a value no analysis can use fails in one line before any forward pass, not minutes later
+# inside an estimator (tuples of pairs are not checked here)
 _RANGES: dict[Interval, tuple[str, ...]] = {
     Interval(1): (
-        *("n_per_class", "n_seeds", "probe_n_seeds", "sweep_n_seeds", "verdict_n_seeds", "scope_step", "n_top"),
-        *("sweep_k", "k_curve_max", "causal_k", "coefw_k", "k_grid", "k_grid_retrained", "k_area", "keep_ks"),
-        *("dev_coefw_ks", "planted_ns", "planted_seeds", "planted_study_seeds", "sweep_splits", "probe_sweep_points"),
+        *("n_seeds", "probe_n_seeds", "sweep_n_seeds", "verdict_n_seeds", "scope_step", "n_top", "sweep_k"),
+        *("k_curve_max", "causal_k", "coefw_k", "k_grid", "k_grid_retrained", "k_area", "keep_ks", "dev_coefw_ks"),
+        *("planted_seeds", "planted_study_seeds", "sweep_splits", "probe_sweep_points"),
     ),
-    # a prefix and the probed token (the KV-reuse run); a balanced draw; K-fold and a path need two
+    # a prefix and the probed token (the KV-reuse run); a balanced draw; K-fold, a path and stability selection's
+    # frequencies need two
     Interval(2): (
         *("max_tokens", "causal_n_texts", "causal_screen_texts", "judge_folds", "n_strengths", "path_n_strengths"),
         "stability_subsamples",
     ),
+    Interval(MIN_PER_CLASS): ("n_per_class",),  # what a concept file must have; fewer leave splits without a class
+    Interval(2 * MIN_PER_CLASS): ("planted_ns",),  # rows of a planted layer, as many per class as a concept's
     Interval(0, 1): (  # fractions of depth, and the elastic net's mixing
         *("layer_fractions", "selection_layer_fractions", "verdict_layer_fractions", "dev_layer_fractions"),
         *("causal_layer_fractions", "rank_layer_fraction", "elastic_net_l1_ratio"),
@@ -500,7 +515,8 @@ SETTING_RANGES: dict[str, Interval] = {name: interval for interval, names in _RA
 
 def _checked(name: str, value, annotation: str, current):
     """`value` for the field `name` (now `current`) if it has the field's type (the annotation's first member:
-    int, float, str, bool, tuple, or None where the annotation allows it), else a one-line ValueError."""
+    int, float, str, bool, tuple, or None where the annotation allows it) and, for a numeric field, lies in its
+    range (`SETTING_RANGES`), else a one-line ValueError."""
     if isinstance(value, list):
         value = tuple(value)  # papermill/YAML give lists; the config is immutable
     if value is None:
@@ -514,17 +530,30 @@ def _checked(name: str, value, annotation: str, current):
         raise ValueError(f"setting {name}={value!r} has the wrong type; give {kind}, e.g. {name}={current!r}")
     if name in SETTING_CHOICES and value not in SETTING_CHOICES[name]:
         raise ValueError(f"setting {name}={value!r}; use one of: {', '.join(SETTING_CHOICES[name])}")
-    interval = SETTING_RANGES.get(name)
+    if name in SETTING_RANGES:
+        _check_range(name, value, annotation, SETTING_RANGES[name], current)
+    return {"int": int, "float": float}.get(base, lambda v: v)(value)
+
+
+def _check_range(name: str, value, annotation: str, interval: Interval, current) -> None:
+    """A one-line ValueError unless `value` (each value of a tuple) is a finite number in `interval`, a whole
+    one where the annotation says int; a tuple needs a value (but layer_fractions, where () is every layer)."""
     numbers = value if isinstance(value, tuple) else (value,)
-    if interval and not all(isinstance(v, Real) and not isinstance(v, bool) and v in interval for v in numbers):
+    whole = "int" in annotation.split("|")[0]  # int or tuple[int, ...]
+    if not numbers and name != "layer_fractions":
+        raise ValueError(f"setting {name}=() is empty; give at least one value, e.g. {name}={current!r}")
+    if not all(isinstance(v, Integral if whole else Real) and not isinstance(v, bool) for v in numbers):
+        kind = "whole numbers" if whole else "numbers"
+        raise ValueError(f"setting {name}={value!r} has the wrong type; give {kind}, e.g. {name}={current!r}")
+    if not all(math.isfinite(v) and v in interval for v in numbers):
         each = "every value " if isinstance(value, tuple) else ""
         raise ValueError(f"setting {name}={value!r} is out of range: {each}must be {interval}, e.g. {name}={current!r}")
-    return {"int": int, "float": float}.get(base, lambda v: v)(value)
 
 
 def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
     """`cfg` with some fields replaced; a nested dict updates `rankers`. Unknown names, fields make_config
-    takes as parameters (`RUN_PARAMETERS`) and values of the wrong type fail in one line."""
+    takes as parameters (`RUN_PARAMETERS`), values of the wrong type or out of range (`SETTING_RANGES`) and
+    settings that contradict each other fail in one line."""
     if not isinstance(settings, dict):
         raise ValueError(f"settings={settings!r} is not a dict; write e.g. settings={{'causal_k': 30}}")
     fields = {f.name: str(f.type) for f in dataclasses.fields(RunConfig) if f.name not in RUN_PARAMETERS}
@@ -551,16 +580,17 @@ def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
 
 def _check_together(cfg: RunConfig) -> RunConfig:
     """`cfg` if settings that constrain each other agree, else a one-line ValueError naming them."""
+    default = RunConfig.__dataclass_fields__
     for part, other in (("test_size", "val_size"), ("ablation_test_size", "ablation_fit_size")):
         if getattr(cfg, part) + getattr(cfg, other) >= 1:
             raise ValueError(
                 f"settings {part}={getattr(cfg, part)} and {other}={getattr(cfg, other)} leave no training rows; "
-                "keep their sum below 1 (e.g. 0.3 and 0.2)"
+                f"keep their sum below 1 (e.g. {default[part].default} and {default[other].default})"
             )
     if cfg.causal_screen_texts > cfg.causal_n_texts:
         raise ValueError(
-            f"setting causal_screen_texts={cfg.causal_screen_texts} exceeds causal_n_texts={cfg.causal_n_texts}; the "
-            "range is screened on a subset of the causal texts, so keep it at most causal_n_texts"
+            f"causal_screen_texts={cfg.causal_screen_texts} exceeds causal_n_texts={cfg.causal_n_texts} (the range "
+            f"is screened on a subset of the causal texts); also set causal_screen_texts={cfg.causal_n_texts} or less"
         )
     return cfg
 

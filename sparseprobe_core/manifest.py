@@ -179,7 +179,7 @@ class Tolerance:
 
     kind "abs": |measured - reference| <= atol (+ rtol * |reference|);
     kind "at_most": measured <= bound, whatever the reference (a quantity that is itself an error bound);
-    kind "p_value": the same side of alpha and |difference| <= atol;
+    kind "p_value": the same side of alpha and |difference| <= atol + rtol * reference;
     kind "exact": equal (labels, verdict words, layer lists).
     """
 
@@ -201,7 +201,7 @@ class Tolerance:
         if self.kind == "at_most":
             return new <= self.bound
         if self.kind == "p_value":
-            return (ref < self.alpha) == (new < self.alpha) and abs(new - ref) <= self.atol
+            return (ref < self.alpha) == (new < self.alpha) and abs(new - ref) <= self.atol + self.rtol * ref
         return abs(new - ref) <= self.atol + self.rtol * abs(ref)
 
 
@@ -211,9 +211,12 @@ AUROC = Tolerance("abs", atol=2e-3)  # AUROCs, curve areas and their differences
 # a borderline cell, and a Wilcoxon p-value by one rank.
 TOLERANCES: tuple[tuple[str, Tolerance], ...] = (
     ("identity_max_rel_diff", Tolerance("at_most", bound=1e-4)),  # float32 rounding, checked against its bound
-    # p-values: named p_... or ..._p_holm (the Holm-adjusted p of a comparison across concepts, which with 14
-    # concepts moves in discrete steps: 0.0157 -> 0.0244 between two machines for one that stayed significant)
-    (r"^p_|_p_holm$", Tolerance("p_value", atol=0.05)),
+    # p-values: named p_... or ..._p_holm (the Holm-adjusted p of a comparison across concepts). With 14 concepts
+    # a Wilcoxon p moves in discrete steps when float noise reorders two near-equal differences, and Holm multiplies
+    # that step by up to the number of comparisons, so it grows with p: 0.0157 -> 0.0244 (AMD EPYC to AMD EPYC) for
+    # one that stayed significant, 0.3491 -> 0.415 (AMD EPYC to Intel Xeon) for one far from it. Their effects
+    # (the mean differences) are checked as AUROCs; a p-value must keep its side of 0.05 and its size within 5 % + 25 %
+    (r"^p_|_p_holm$", Tolerance("p_value", atol=0.05, rtol=0.25)),
     (r"(win|free)_fraction$", Tolerance("abs", atol=0.15)),
     (r"(^|_)k(_rule)?(_median)?(_|$)", Tolerance("abs", atol=1.0, rtol=0.1)),
 )

@@ -73,7 +73,10 @@ def main(model: str, concept: str, n_texts: int, fractions: list[float], threads
          batch: int) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     # the screen is a subset of the causal texts (the benchmark uses every text, not the screen)
-    settings = {"causal_n_texts": n_texts, "causal_screen_texts": min(n_texts, 64)}
+    settings = {
+        "causal_n_texts": n_texts,
+        "causal_screen_texts": min(n_texts, config.PROFILES["paper"]["causal_screen_texts"]),
+    }
     cfg = config.make_config(profile="paper", model=model, concept=concept, settings=settings)
     bridge = models.load_model(model)
     n_layers = bridge.cfg.n_layers

@@ -480,7 +480,7 @@ class Interval:
 
 # Numeric settings checked when a run is configured (finite, whole numbers where the field is an int, tuples
 # not empty), so that a value no analysis can use fails in one line before any forward pass, not minutes later
-# inside an estimator (tuples of pairs are not checked here)
+# inside an estimator (tuples of numeric pairs: `PAIR_SETTINGS`)
 _RANGES: dict[Interval, tuple[str, ...]] = {
     Interval(1): (
         *("n_seeds", "probe_n_seeds", "sweep_n_seeds", "verdict_n_seeds", "scope_step", "n_top", "sweep_k"),
@@ -511,6 +511,8 @@ _RANGES: dict[Interval, tuple[str, ...]] = {
     Interval(0.5, 1, closed_low=False): ("stability_threshold",),  # Meinshausen-Buehlmann's bound needs > 0.5
 }
 SETTING_RANGES: dict[str, Interval] = {name: interval for interval, names in _RANGES.items() for name in names}
+# tuples of pairs whose members are other settings' values: each pair is checked against those settings' ranges
+PAIR_SETTINGS: dict[str, tuple[str, str]] = {"dev_path_grids": ("path_n_strengths", "path_c_max_ratio")}
 
 
 def _checked(name: str, value, annotation: str, current):
@@ -532,22 +534,49 @@ def _checked(name: str, value, annotation: str, current):
         raise ValueError(f"setting {name}={value!r}; use one of: {', '.join(SETTING_CHOICES[name])}")
     if name in SETTING_RANGES:
         _check_range(name, value, annotation, SETTING_RANGES[name], current)
+    if name in PAIR_SETTINGS:
+        value = _checked_pairs(name, value, current)
     return {"int": int, "float": float}.get(base, lambda v: v)(value)
 
 
 def _check_range(name: str, value, annotation: str, interval: Interval, current) -> None:
     """A one-line ValueError unless `value` (each value of a tuple) is a finite number in `interval`, a whole
-    one where the annotation says int; a tuple needs a value (but layer_fractions, where () is every layer)."""
+    one where the annotation says int (`_checked` has checked a single value's type); a tuple needs a value,
+    but where the field may be None, () means what None means (layer_fractions: every layer)."""
     numbers = value if isinstance(value, tuple) else (value,)
-    whole = "int" in annotation.split("|")[0]  # int or tuple[int, ...]
-    if not numbers and name != "layer_fractions":
+    if not numbers and "None" not in annotation:
         raise ValueError(f"setting {name}=() is empty; give at least one value, e.g. {name}={current!r}")
-    if not all(isinstance(v, Integral if whole else Real) and not isinstance(v, bool) for v in numbers):
+    whole = "int" in annotation.split("|")[0]  # int or tuple[int, ...]
+    if isinstance(value, tuple) and not all(
+        isinstance(v, Integral if whole else Real) and not isinstance(v, bool) for v in numbers
+    ):
         kind = "whole numbers" if whole else "numbers"
         raise ValueError(f"setting {name}={value!r} has the wrong type; give {kind}, e.g. {name}={current!r}")
     if not all(math.isfinite(v) and v in interval for v in numbers):
         each = "every value " if isinstance(value, tuple) else ""
         raise ValueError(f"setting {name}={value!r} is out of range: {each}must be {interval}, e.g. {name}={current!r}")
+
+
+def _checked_pairs(name: str, value: tuple, current) -> tuple:
+    """`value` as a tuple of pairs if it is one and each member is a valid value of the ranker setting it
+    stands for (`PAIR_SETTINGS`), else a one-line ValueError."""
+    if not value or not all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in value):
+        raise ValueError(f"setting {name}={value!r} is not a tuple of pairs; give e.g. {name}={current!r}")
+    types = {f.name: str(f.type) for f in dataclasses.fields(RankerSettings)}
+    pairs = []
+    for pair in value:
+        checked = []
+        for v, setting in zip(pair, PAIR_SETTINGS[name], strict=True):
+            try:
+                checked.append(_checked(setting, v, types[setting], getattr(RankerSettings(), setting)))
+            except ValueError:
+                kind = "a whole number" if types[setting] == "int" else "a number"
+                raise ValueError(
+                    f"setting {name}={value!r}: {v!r} in {tuple(pair)!r} is not a valid {setting} "
+                    f"({kind} {SETTING_RANGES[setting]}); give e.g. {name}={current!r}"
+                ) from None
+        pairs.append(tuple(checked))
+    return tuple(pairs)
 
 
 def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
@@ -580,13 +609,19 @@ def with_settings(cfg: RunConfig, settings: dict) -> RunConfig:
 
 def _check_together(cfg: RunConfig) -> RunConfig:
     """`cfg` if settings that constrain each other agree, else a one-line ValueError naming them."""
-    default = RunConfig.__dataclass_fields__
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     for part, other in (("test_size", "val_size"), ("ablation_test_size", "ablation_fit_size")):
         if getattr(cfg, part) + getattr(cfg, other) >= 1:
             raise ValueError(
                 f"settings {part}={getattr(cfg, part)} and {other}={getattr(cfg, other)} leave no training rows; "
-                f"keep their sum below 1 (e.g. {default[part].default} and {default[other].default})"
+                f"keep their sum below 1 (e.g. {default[part]} and {default[other]})"
             )
+    odd = [n for n in ("causal_n_texts", "causal_screen_texts") if getattr(cfg, n) % 2]
+    if odd:  # half of the texts are drawn from each class (ablation.downstream_texts)
+        raise ValueError(
+            f"setting {odd[0]}={getattr(cfg, odd[0])} is odd; the causal texts are drawn half from each class, "
+            f"give an even number (e.g. {getattr(cfg, odd[0]) + 1})"
+        )
     if cfg.causal_screen_texts > cfg.causal_n_texts:
         raise ValueError(
             f"causal_screen_texts={cfg.causal_screen_texts} exceeds causal_n_texts={cfg.causal_n_texts} (the range "

@@ -86,6 +86,10 @@ def test_setting_values_are_converted_where_the_type_allows():
         ({"causal_n_texts": 1}, "causal_n_texts=1 is out of range: must be >= 2"),
         ({"verdict_layer_fractions": [0.5, 1.2]}, "every value must be in [0, 1]"),
         ({"test_size": 0.5, "val_size": 0.5}, "test_size=0.5 and val_size=0.5 leave no training rows"),
+        ({"causal_n_texts": 201}, "causal_n_texts=201 is odd; the causal texts are drawn half from each class"),
+        ({"dev_path_grids": [[10, 100.0], [1, 100.0]]}, "1 in (1, 100.0) is not a valid path_n_strengths (a whole"),
+        ({"dev_path_grids": [[10, 0.5]]}, "0.5 in (10, 0.5) is not a valid path_c_max_ratio (a number > 1)"),
+        ({"dev_path_grids": [10, 100.0]}, "setting dev_path_grids=(10, 100.0) is not a tuple of pairs"),
         (
             {"causal_n_texts": 32},
             "exceeds causal_n_texts=32 (the range is screened on a subset of the causal texts); "
@@ -98,12 +102,20 @@ def test_settings_out_of_range_fail_in_one_line(settings, message):
         config.make_config(profile="paper", settings=settings)
 
 
+def test_valid_pairs_and_an_empty_layer_sweep_are_taken():
+    cfg = config.make_config(profile="ci", settings={"dev_path_grids": [[10, 100]], "layer_fractions": []})
+    assert cfg.dev_path_grids == ((10, 100.0),) and isinstance(cfg.dev_path_grids[0][1], float)
+    assert cfg.layer_fractions == () and cfg.layers_for(4) == [0, 1, 2, 3]  # () means what None means
+
+
 def test_every_numeric_setting_has_a_range_and_the_profiles_lie_in_it():
     kinds = {f.name: str(f.type) for cls in (config.RunConfig, RankerSettings) for f in dataclasses.fields(cls)}
     numeric = {n for n, t in kinds.items() if t.split("|")[0].split("[")[0].strip() in ("int", "float")}
     numeric |= {n for n, t in kinds.items() if t.startswith("tuple[int") or t.startswith("tuple[float")}
-    # seed and layers are run parameters, checked by make_config itself; tuples of pairs are not numeric
+    # seed and layers are run parameters, checked by make_config itself; tuples of numeric pairs: PAIR_SETTINGS
     assert numeric - set(config.SETTING_RANGES) == {"seed", "layers"}
+    numeric_pairs = {n for n, t in kinds.items() if t.startswith(("tuple[tuple[int", "tuple[tuple[float"))}
+    assert numeric_pairs == set(config.PAIR_SETTINGS)
     for profile in config.PROFILES:
         for model in config.CAUSAL_MIN_RANGE:
             cfg = config.make_config(profile=profile, model=model)

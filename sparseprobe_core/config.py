@@ -511,7 +511,7 @@ _RANGES: dict[Interval, tuple[str, ...]] = {
     Interval(0.5, 1, closed_low=False): ("stability_threshold",),  # Meinshausen-Buehlmann's bound needs > 0.5
 }
 SETTING_RANGES: dict[str, Interval] = {name: interval for interval, names in _RANGES.items() for name in names}
-# tuples of pairs whose members are other settings' values: each pair is checked against those settings' ranges
+# tuples of pairs whose members stand for ranker settings: each member is checked as a value of that setting
 PAIR_SETTINGS: dict[str, tuple[str, str]] = {"dev_path_grids": ("path_n_strengths", "path_c_max_ratio")}
 
 
@@ -519,8 +519,8 @@ def _checked(name: str, value, annotation: str, current):
     """`value` for the field `name` (now `current`) if it has the field's type (the annotation's first member:
     int, float, str, bool, tuple, or None where the annotation allows it) and, for a numeric field, lies in its
     range (`SETTING_RANGES`), else a one-line ValueError."""
-    if isinstance(value, list):
-        value = tuple(value)  # papermill/YAML give lists; the config is immutable
+    if isinstance(value, list):  # papermill/YAML give lists (of lists, for pairs); the config is immutable
+        value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     if value is None:
         if "None" not in annotation:
             raise ValueError(f"setting {name}=None is not allowed; give a value like {name}={current!r}")
@@ -536,7 +536,11 @@ def _checked(name: str, value, annotation: str, current):
         _check_range(name, value, annotation, SETTING_RANGES[name], current)
     if name in PAIR_SETTINGS:
         value = _checked_pairs(name, value, current)
-    return {"int": int, "float": float}.get(base, lambda v: v)(value)
+    number = {"int": int, "float": float}
+    element = annotation.removeprefix("tuple[").split(",")[0] if base == "tuple" else ""  # tuple[float, ...]: float
+    if element in number:
+        return tuple(map(number[element], value))
+    return number.get(base, lambda v: v)(value)
 
 
 def _check_range(name: str, value, annotation: str, interval: Interval, current) -> None:
@@ -558,22 +562,24 @@ def _check_range(name: str, value, annotation: str, interval: Interval, current)
 
 
 def _checked_pairs(name: str, value: tuple, current) -> tuple:
-    """`value` as a tuple of pairs if it is one and each member is a valid value of the ranker setting it
-    stands for (`PAIR_SETTINGS`), else a one-line ValueError."""
-    if not value or not all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in value):
+    """`value` if it is a tuple of pairs and each member is a valid value of the ranker setting it stands for
+    (`PAIR_SETTINGS`), with the members converted as that setting's, else a one-line ValueError."""
+    if not value:
+        raise ValueError(f"setting {name}=() is empty; give at least one pair, e.g. {name}={current!r}")
+    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in value):
         raise ValueError(f"setting {name}={value!r} is not a tuple of pairs; give e.g. {name}={current!r}")
-    types = {f.name: str(f.type) for f in dataclasses.fields(RankerSettings)}
+    rankers = {f.name: (str(f.type), f.default) for f in dataclasses.fields(RankerSettings)}
     pairs = []
     for pair in value:
         checked = []
         for v, setting in zip(pair, PAIR_SETTINGS[name], strict=True):
+            annotation, default = rankers[setting]
             try:
-                checked.append(_checked(setting, v, types[setting], getattr(RankerSettings(), setting)))
+                checked.append(_checked(setting, v, annotation, default))
             except ValueError:
-                kind = "a whole number" if types[setting] == "int" else "a number"
                 raise ValueError(
-                    f"setting {name}={value!r}: {v!r} in {tuple(pair)!r} is not a valid {setting} "
-                    f"({kind} {SETTING_RANGES[setting]}); give e.g. {name}={current!r}"
+                    f"setting {name}: {v!r} in {pair!r} is not a valid {setting} ({annotation} "
+                    f"{SETTING_RANGES[setting]}); give e.g. {name}={current!r}"
                 ) from None
         pairs.append(tuple(checked))
     return tuple(pairs)
@@ -620,7 +626,7 @@ def _check_together(cfg: RunConfig) -> RunConfig:
     if odd:  # half of the texts are drawn from each class (ablation.downstream_texts)
         raise ValueError(
             f"setting {odd[0]}={getattr(cfg, odd[0])} is odd; the causal texts are drawn half from each class, "
-            f"give an even number (e.g. {getattr(cfg, odd[0]) + 1})"
+            f"give an even number (e.g. {getattr(cfg, odd[0]) - 1})"
         )
     if cfg.causal_screen_texts > cfg.causal_n_texts:
         raise ValueError(

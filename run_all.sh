@@ -106,7 +106,9 @@ with_heartbeat() {
   ) &
   beat=$!
   "$@" || rc=$?
-  kill "$beat" 2>/dev/null || true
+  # KILL, not TERM: a subshell that the signal reaches before it has reset the traps it inherits (a command that
+  # ends at once) would run them, stop_builds included (seen here: it stopped the builds and deleted their logs)
+  kill -KILL "$beat" 2>/dev/null || true
   wait "$beat" 2>/dev/null || true
   return "$rc"
 }
@@ -114,8 +116,11 @@ with_heartbeat() {
 # What a notebook or test only reads, made once in the background, each job's lines kept in a log (shown when
 # it is waited for, below): the embedded models' float32 copies (only --model's, if given; none for a hub model),
 # one process per model, and the concepts that may not be redistributed (committed ones are never rebuilt; the
-# first time downloads a corpus package).
-builds_started=0 models_pid="" concepts_pid="" models_log=.cache/prepare_models.log concepts_log=.cache/build_concepts.log
+# first time downloads a corpus package). Until they are waited for, an early end of this script (an error,
+# Ctrl-C, SIGTERM) stops them too (stop_builds): background jobs of a script ignore Ctrl-C, and would otherwise
+# run on after it, the next run's own builds beside them.
+builds_started=0 builds_beside_install=0 models_pid="" concepts_pid=""
+models_log=.cache/prepare_models.log concepts_log=.cache/build_concepts.log
 start_builds() {
   mkdir -p .cache
   TQDM_DISABLE=1 "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"} >"$models_log" 2>&1 &
@@ -123,6 +128,15 @@ start_builds() {
   "$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
   concepts_pid=$!
   builds_started=1
+  trap stop_builds EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+# SIGTERM, on which both exit through their clean-up (no temporary folder left in .cache/models/); their logs go.
+stop_builds() {
+  kill "$models_pid" "$concepts_pid" 2>/dev/null || true
+  wait "$models_pid" "$concepts_pid" 2>/dev/null || true
+  rm -f "$models_log" "$concepts_log"
 }
 
 setup_env() {
@@ -146,6 +160,9 @@ setup_env() {
     for link in ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}; do
       opts+=(--find-links "$link")
     done
+    # A .venv set up before keeps what still fits: `compile` prefers the versions pinned in its output file,
+    # here those installed, so that a change of the requirements moves only the packages it must.
+    if [ -f "$stamp" ]; then "${uv[@]}" freeze --exclude-editable --python .venv/bin/python --quiet >"$lock"; fi
     # The whole set is resolved first (seconds) and every install below is held to that resolution, so that
     # the second install adds packages and changes none that the de-quantization, running beside it, imported.
     "${uv[@]}" compile "${opts[@]}" pyproject.toml --extra dev --extra peers --extra notebooks --extra cluster \
@@ -159,7 +176,7 @@ setup_env() {
     # De-quantizing (one core per model: Gemma 3 1-1.5 min, SmolLM2 half that) and installing the rest share the cores:
     # from nothing on a 2-core AMD EPYC (Zen 3), alternating fresh clones, `--setup-only` took 2 min 49 s and
     # 3 min 5 s against 3 min 44 s and 3 min 20 s one after the other; the copies are the same bytes.
-    [ "$report_only" = 1 ] || start_builds
+    [ "$report_only" = 1 ] || { start_builds; builds_beside_install=1; }
     with_heartbeat "installing the packages" "${uv[@]}" -e '.[dev,peers,notebooks,cluster]'
     echo "$want" > "$stamp"
   fi
@@ -181,8 +198,8 @@ if [ "$report_only" = 1 ]; then
   exec "$PY" -m sparseprobe_core report --figures figures --notebooks notebooks --out report
 fi
 # Bad options and a bad concept file fail here, before any notebook (one error line, nothing written in figures/
-# or runs/; on a fresh set-up the builds started already and finish on their own; a layer's range is checked
-# once the model's copy exists, so again below on a fresh clone).
+# or runs/; on a fresh set-up the builds started already and are stopped; a layer's range is checked once the
+# model's copy exists, so again below on a fresh clone).
 check_run() {
   "$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" --device="$device" \
     --dtype="$dtype" || exit $?
@@ -190,15 +207,22 @@ check_run() {
 [ "$setup_only" = 1 ] || check_run
 [ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
 # The builds (started already by a fresh set-up) are waited for here: de-quantizations side by side (each runs
-# on one core, and SmolLM2's ends first), the concepts beside them; the concepts' lines follow the models'. (No
-# EXIT trap for the logs: with_heartbeat's subshell would inherit it and could run it when stopped. An
-# interrupted or abandoned build finishes on its own; its files are atomic.)
+# on one core, and SmolLM2's ends first), the concepts beside them; the concepts' lines follow the models'.
 [ "$builds_started" = 1 ] || start_builds
 models_rc=0 concepts_rc=0
 with_heartbeat "de-quantizing the embedded models" wait "$models_pid" || models_rc=$?
 with_heartbeat "building the local concepts" wait "$concepts_pid" || concepts_rc=$?
+trap - EXIT INT TERM
 cat "$models_log" "$concepts_log"
 rm -f "$models_log" "$concepts_log"
+if [ "$models_rc" != 0 ] && [ "$builds_beside_install" = 1 ]; then
+  # Beside the install it could import only DEQUANTIZE_NEEDS: once more, now that everything is installed.
+  echo "run_all.sh: the de-quantization beside the install failed (above); once more with every package installed" \
+    "(if this one succeeds, DEQUANTIZE_NEEDS lacks a package: benchmarks/bench_dequantize.py --imports names it)" >&2
+  models_rc=0
+  TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models \
+    ${model:+-- "$model"} || models_rc=$?
+fi
 [ "$models_rc" = 0 ] || exit "$models_rc"
 [ "$concepts_rc" = 0 ] || exit "$concepts_rc"
 [ "$setup_only" = 1 ] && exit 0

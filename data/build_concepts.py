@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -1197,6 +1198,9 @@ def main(argv: list[str] | None = None) -> None:
         "whose CSV is missing; set-up runs this",
     )
     args = parser.parse_args(argv)
+    # run_all.sh stops a set-up's build with SIGTERM when it ends early: exit through _write's clean-up
+    # (by default SIGTERM ends Python at once, leaving a temporary CSV beside the concepts)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     if args.local:
         names = [n for n, spec in CONCEPTS.items() if spec["local"] and not concept_path(n).exists()]
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -423,21 +424,36 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
             new.replace(dest)
 
 
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that the process ends through its `finally` blocks."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
     """De-quantize the embedded models named (default: all) that have no float32 copy yet, side by side in one
     process each (a de-quantization runs on one core), so that later loads only read the copy, e.g. the test
     command's two workers, which would otherwise each make their own. A hub model's name is skipped: it has
     nothing to de-quantize."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from . import models
+
+    def stop(signum: int, _frame: object) -> None:
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        sys.exit(128 + signum)
 
     names = [n for n in args.models if n in models.EMBEDDED] if args.models else list(models.EMBEDDED)
     todo = [n for n in names if not models.has_dequantized_copy(n)]
     if not todo:
         return
     print(f"de-quantizing the embedded models, once: {', '.join(todo)}", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=len(todo)) as pool:
+    # run_all.sh stops this with SIGTERM when it ends early (an error, Ctrl-C); by default SIGTERM ends Python
+    # at once, leaving a de-quantization's temporary folder (GBs) in .cache/models/. Exiting through `finally`
+    # instead, here and in the workers, lets atomic_write remove it.
+    signal.signal(signal.SIGTERM, stop)
+    with ProcessPoolExecutor(max_workers=len(todo), initializer=_exit_on_sigterm) as pool:
         for name, folder in zip(todo, pool.map(models.dequantized_copy, todo)):
             print(f"  {name}: {folder.relative_to(paths.ROOT)}", file=sys.stderr)
 

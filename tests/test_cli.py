@@ -3,6 +3,7 @@ half-written; an interrupted activation run leaves a usable cache."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -128,43 +129,73 @@ def test_help_version_and_hidden_plumbing():
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: ./run_all.sh") and "--concept FILE" in usage.stdout
 
 
-_STOPPED_PREPARE = """
-import sys, time
+_SLOW_DEQUANTIZE = """
+import os, time
 from pathlib import Path
-from sparseprobe_core import __main__ as cli, models
 
-out = Path(sys.argv[1])
+OUT = Path(os.environ["STOPPED_PREPARE_OUT"])
+
 
 def dequantize(name):  # a de-quantization's shape: a temporary file, removed in `finally`
-    tmp = out / f"{name}.tmp"
+    tmp = OUT / f"{name}.tmp"
     tmp.touch()
-    (out / f"{name}.started").touch()
+    (OUT / f"{name}.pid").write_text(str(os.getpid()))
     try:
         time.sleep(120)
     finally:
         tmp.unlink()
-        (out / f"{name}.cleaned").touch()
+        (OUT / f"{name}.cleaned").touch()
+"""
+_STOPPED_PREPARE = """
+import sys
+import slow_dequantize
+from sparseprobe_core import __main__ as cli, models
 
-models.dequantized_copy = dequantize
+models.dequantized_copy = slow_dequantize.dequantize
 models.has_dequantized_copy = lambda name: False
 sys.exit(cli.main(["prepare-models"]))
 """
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker states from /proc")
 def test_a_stopped_prepare_models_exits_through_its_clean_up(tmp_path):
     """run_all.sh stops a set-up's de-quantization with SIGTERM when it ends early: the command and its worker
     processes must end through their `finally` blocks (atomic_write then removes its temporary folder), not at
-    once, and leave no worker running."""
-    proc = subprocess.Popen([PY, "-c", _STOPPED_PREPARE, str(tmp_path)], cwd=paths.ROOT, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("*.started"))) < len(EMBEDDED):
-        assert proc.poll() is None and time.monotonic() < deadline, "the workers never started"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".started") == sorted(
-        f"{name}.cleaned" for name in EMBEDDED
-    ), "a worker was not stopped through its clean-up"
+    once, and leave no worker running. The workers' function lives in a module (not the `-c` script), so that
+    any start method of the pool can import it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "slow_dequantize.py").write_text(_SLOW_DEQUANTIZE)
+    path = os.pathsep.join([str(tmp_path), str(paths.ROOT)])
+    env = {**os.environ, "STOPPED_PREPARE_OUT": str(out), "PYTHONPATH": path}
+    stderr = tmp_path / "stderr"  # a file, not a pipe: workers left running would hold a pipe open
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [PY, "-c", _STOPPED_PREPARE], cwd=paths.ROOT, env=env, stderr=err, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("*.pid"))) < len(EMBEDDED):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the workers never started: {stderr.read_text()[-2000:]}")
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM, stderr.read_text()[-2000:]
+        assert sorted(p.name for p in out.iterdir() if p.suffix != ".pid") == sorted(
+            f"{name}.cleaned" for name in EMBEDDED
+        ), "a worker was not stopped through its clean-up"
+        assert not [p for p in out.glob("*.pid") if _alive(int(p.read_text()))], "a worker still runs"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what a failed check left running
 
 
 def test_prepare_models_leaves_a_float32_copy_of_every_embedded_model():

@@ -127,7 +127,7 @@ builds_started=0 builds_beside_install=0 models_pid="" concepts_pid=""
 models_log=.cache/prepare_models.log concepts_log=.cache/build_concepts.log
 start_builds() {
   mkdir -p .cache
-  TQDM_DISABLE=1 "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"} >"$models_log" 2>&1 &
+  "${prepare_models[@]}" >"$models_log" 2>&1 &
   models_pid=$!
   "$PY" data/build_concepts.py --local >"$concepts_log" 2>&1 &
   concepts_pid=$!
@@ -204,6 +204,8 @@ setup_env() {
 
 # SPARSEPROBE_PYTHON: run with an environment you manage yourself (e.g. conda's python), no set-up.
 PY=${SPARSEPROBE_PYTHON:-.venv/bin/python}
+# The de-quantization of start_builds and of its retry (env execs it: $! is its process, which stop_builds stops)
+prepare_models=(env TQDM_DISABLE=1 "$PY" -m sparseprobe_core prepare-models ${model:+-- "$model"})
 if [ -n "${SPARSEPROBE_PYTHON:-}" ]; then
   # the package's own modules import from its source tree here; what can be missing is its dependencies
   "$PY" -c "import sparseprobe_core.config, papermill, torch, transformer_lens, sklearn" 2>/dev/null || {
@@ -240,8 +242,7 @@ if [ "$models_rc" != 0 ] && [ "$builds_beside_install" = 1 ]; then
   echo "run_all.sh: the de-quantization beside the install failed (above); once more with every package installed" \
     "(if this one succeeds, DEQUANTIZE_NEEDS lacks a package: benchmarks/bench_dequantize.py --imports names it)" >&2
   models_rc=0
-  TQDM_DISABLE=1 with_heartbeat "de-quantizing the embedded models" "$PY" -m sparseprobe_core prepare-models \
-    ${model:+-- "$model"} || models_rc=$?
+  with_heartbeat "de-quantizing the embedded models" "${prepare_models[@]}" || models_rc=$?
 fi
 [ "$models_rc" = 0 ] || exit "$models_rc"
 [ "$concepts_rc" = 0 ] || exit "$concepts_rc"

@@ -447,11 +447,11 @@ def _cmd_prepare_models(args: argparse.Namespace) -> None:
 
     from . import models
 
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # first: no second entry while the workers are stopped
         for worker in multiprocessing.active_children():
             worker.terminate()
-        _exit_once(signum, frame)
+        sys.exit(128 + signum)
 
     names = [n for n in args.models if n in models.EMBEDDED] if args.models else list(models.EMBEDDED)
     todo = [n for n in names if not models.has_dequantized_copy(n)]

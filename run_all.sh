@@ -220,14 +220,14 @@ if [ "$report_only" = 1 ]; then
   exec "$PY" -m sparseprobe_core report --figures figures --notebooks notebooks --out report
 fi
 # Bad options and a bad concept file fail here, before any notebook (one error line, nothing written in figures/
-# or runs/; on a fresh set-up the builds started already and are stopped; a layer's range is checked once the
-# model's copy exists, so again below on a fresh clone).
+# or runs/; on a fresh set-up the builds started already and are stopped). A layer's range is checked once the
+# model's copy exists: check-run names on stdout the models still without one, checked again below.
+waiting=""
 check_run() {
-  "$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" --device="$device" \
-    --dtype="$dtype" || exit $?
+  waiting=$("$PY" -m sparseprobe_core check-run --profile="$profile" --model="$model" --layers="$layers" \
+    --device="$device" --dtype="$dtype" "$@") || exit $?
 }
-[ "$setup_only" = 1 ] || check_run
-[ -z "$concept" ] || "$PY" -m sparseprobe_core check-concept -- "$concept" || exit 1
+[ "$setup_only" = 1 ] || check_run --concept="$concept"
 # The builds (started already by a fresh set-up) are waited for here: de-quantizations side by side (each runs
 # on one core, and SmolLM2's ends first), the concepts beside them; the concepts' lines follow the models'.
 [ "$builds_started" = 1 ] || start_builds
@@ -247,7 +247,7 @@ fi
 [ "$models_rc" = 0 ] || exit "$models_rc"
 [ "$concepts_rc" = 0 ] || exit "$concepts_rc"
 [ "$setup_only" = 1 ] && exit 0
-[ -z "$layers" ] || check_run
+[ -z "$waiting" ] || check_run
 
 mkdir -p .cache
 stage=$(mktemp -d .cache/run.XXXXXX)
@@ -274,8 +274,14 @@ if [ -n "$concept" ]; then
   # path, not yours.
   [ ! -f "$dest_nb/$name.csv" ] || cp -p "$dest_nb/$name.csv" "$stage/previous-concept.csv"
   copied="$dest_nb/$name.csv"
-  "$PY" -m sparseprobe_core check-concept --quiet --copy-to "$dest_nb/$name.csv" -- "$concept" || exit 1
-  concept="$dest_nb/$name.csv"
+  # checked above; copied whole or not at all (a temporary file beside it, then a rename)
+  mkdir -p "$dest_nb"
+  if ! { cp -- "$concept" "$dest_nb/.$name.csv.part" && mv -f -- "$dest_nb/.$name.csv.part" "$copied"; }; then
+    rm -f -- "$dest_nb/.$name.csv.part"
+    echo "error: could not copy $concept to $copied (above: why); free some space or fix the folder's permissions" >&2
+    exit 1
+  fi
+  concept="$copied"
 elif [ "$profile" = ci ]; then
   dest_nb="tests/nbval" dest_fig="runs/ci/figures" dest_report="runs/ci/report"
 else

@@ -1,7 +1,7 @@
 """Command line: ``sparseprobe rank ...`` (also ``python -m sparseprobe_core``); see ``--help``.
 
 Exit status: 0 success, 1 a data or run-time error (one ``error:`` line saying what to fix), 2 a usage
-error (argparse's convention). The plumbing that ``run_all.sh`` calls (execute, check-concept, prepare-models)
+error (argparse's convention). The plumbing that ``run_all.sh`` calls (execute, check-run, prepare-models, report)
 is not listed in the help.
 """
 
@@ -128,38 +128,38 @@ def _usable_run_name(name: str) -> bool:
     return bool(name) and "," not in name and name[0] not in "-. " and name == name.strip() and name != "ci"
 
 
-def _cmd_check_concept(args: argparse.Namespace) -> None:
-    """Validate a user's concept file and copy it to DEST (what run_all.sh --concept does first)."""
+def _check_concept(file: str) -> None:
+    """Validate a user's concept file (what run_all.sh --concept checks first): print its size and warnings."""
     from . import concepts
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        concept = concepts.load_concept(args.file)
+        concept = concepts.load_concept(file)
     if not _usable_run_name(concept.name):
         raise ValueError(
-            f"{args.file}: its name {concept.name!r} names the run (runs/<name>/); rename the file "
+            f"{file}: its name {concept.name!r} names the run (runs/<name>/); rename the file "
             "(no comma, not starting with - or ., not ci.csv)"
         )
-    if not args.quiet:
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-        counts = concept.labels.sum(), len(concept.labels) - concept.labels.sum()
-        print(f"{concept.name}: {len(concept)} texts ({counts[0]} label 1 / {counts[1]} label 0)", file=sys.stderr)
-    if args.copy_to:
-        dest = Path(args.copy_to)
-        paths.atomic_write(dest, lambda tmp: shutil.copyfile(args.file, tmp))
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    counts = concept.labels.sum(), len(concept.labels) - concept.labels.sum()
+    print(f"{concept.name}: {len(concept)} texts ({counts[0]} label 1 / {counts[1]} label 0)", file=sys.stderr)
 
 
 def _cmd_check_run(args: argparse.Namespace) -> None:
     """Check run_all.sh's options before any notebook runs: the profile, the model's name, the layers (format,
-    and range on an embedded model once it has its de-quantized copy), the dtype and the device. A name that
-    is not an embedded model's is a hub model's (loaded online), unless it is a near miss of an embedded one.
-    A bad option is a usage error: one line, exit status 2."""
+    and range on an embedded model once it has its de-quantized copy), the dtype and the device; then the
+    concept file, if given (`_check_concept`). A name that is not an embedded model's is a hub model's (loaded
+    online), unless it is a near miss of an embedded one. A bad option is a usage error: one line, exit status 2;
+    a bad concept file a data error, exit status 1. Prints on stdout the embedded models whose layers' range
+    waits for their copy, for run_all.sh to check again once the copies are made (one process, not three: each
+    takes about 3 s, most of it importing scikit-learn)."""
     import difflib
 
     from . import config, models
 
     device, dtype = args.device or "cpu", args.dtype or "float32"
+    waiting: list[str] = []
     try:
         if args.model.startswith("-"):
             raise ValueError(f"unknown model {args.model!r}; use {' or '.join(models.EMBEDDED)}, or a hub name")
@@ -172,11 +172,17 @@ def _cmd_check_run(args: argparse.Namespace) -> None:
             sizes = models.copy_sizes(model)
             if sizes is not None:
                 cfg.explicit_layers(sizes.n_layers)
+            elif args.layers and model in models.EMBEDDED:
+                waiting.append(model)
         if args.device:  # the default, cpu, needs no check (nor torch's import time)
             models.check_device(device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.concept:
+        _check_concept(args.concept)
+    if waiting:
+        print(" ".join(waiting))
 
 
 @contextmanager
@@ -517,14 +523,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report", help="the page's folder, replaced whole")
     rp.add_argument("--readme", default="", help="also rewrite this README's findings table")
     rp.set_defaults(func=_cmd_report)
-    c = sub.add_parser("check-concept")
-    c.add_argument("file")
-    c.add_argument("--copy-to", default="")
-    c.add_argument("--quiet", action="store_true", help="no summary or warnings, only errors")
-    c.set_defaults(func=_cmd_check_concept)
-
     cr = sub.add_parser("check-run")
-    for option in ("--profile", "--model", "--layers", "--device", "--dtype"):
+    for option in ("--profile", "--model", "--layers", "--device", "--dtype", "--concept"):
         cr.add_argument(option, default="paper" if option == "--profile" else "")
     cr.set_defaults(func=_cmd_check_run)
     pm = sub.add_parser("prepare-models")

@@ -120,7 +120,7 @@ def test_rank_unknown_model_offline(small_concept):
 def test_help_version_and_hidden_plumbing():
     top = _cli("--help")
     assert top.returncode == 0 and "rank" in top.stdout
-    assert not {"execute", "check-concept", "prepare-models"} & set(top.stdout.split())
+    assert not {"execute", "check-run", "prepare-models", "report"} & set(top.stdout.split())
     rank_help = _main("rank", "--help").stdout
     assert "sparse_prober_contribution" in rank_help and "f_stat" in rank_help  # --method lists its choices
     version = _main("--version")
@@ -262,11 +262,11 @@ def test_dequantization_parses_each_gguf_file_once(tmp_path):
 
 
 def test_plumbing_commands_do_not_import_the_rankers():
-    """run_all.sh calls the plumbing commands five times a run: their parsing leaves scikit-learn's estimators
+    """run_all.sh calls the plumbing commands four or five times a run: their parsing leaves scikit-learn's estimators
     (the rankers' 2 s import) alone; rank still checks its --method."""
     code = (
         "import sys; from sparseprobe_core import __main__ as cli; p = cli._parser(); "
-        "p.parse_args(['prepare-models']); p.parse_args(['check-concept', 'x.csv']); "
+        "p.parse_args(['prepare-models']); p.parse_args(['check-run', '--concept', 'x.csv']); "
         "assert 'sparseprobe_core.rankers' not in sys.modules, 'imported'; "
         "p.parse_args(['rank', '--concept', 'x', '--layer', '1', '--method', 'f_stat'])"
     )
@@ -360,10 +360,10 @@ def test_check_run_accepts_a_valid_run_and_a_hub_model():
 
 
 @pytest.mark.parametrize("name", ["ci", "a,b", "-x", ".hidden"])
-def test_check_concept_rejects_names_that_cannot_name_a_run(tmp_path, name):
+def test_check_run_rejects_concept_names_that_cannot_name_a_run(tmp_path, name):
     src = tmp_path / f"{name}.csv"
     src.write_text("text,label\n" + "".join(f"zero {i},0\none {i},1\n" for i in range(25)))
-    result = _main("check-concept", "--", str(src))
+    result = _main("check-run", f"--concept={src}")
     assert result.returncode == 1 and "names the run (runs/<name>/); rename the file" in result.stderr
 
 
@@ -394,15 +394,21 @@ def test_publish_replaces_each_destination_whole(tmp_path):
     assert leftovers == []
 
 
-def test_check_concept_warns_about_repeated_rows_and_copies(tmp_path):
+def test_check_run_warns_about_repeated_rows_in_the_concept(tmp_path):
     src = tmp_path / "My Concept.csv"
     rows = "".join(f"zero {i},0\n" for i in range(25)) + "".join(f"one {i},1.0\n" for i in range(25))
     src.write_text("Text,Label\n" + rows + "one 3,1\none 4,1\n")
-    dest = tmp_path / "copy.csv"
-    result = _main("check-concept", str(src), "--copy-to", str(dest))
-    assert result.returncode == 0, result.stderr
+    result = _main("check-run", "--concept", str(src))
+    assert result.returncode == 0 and result.stdout == "", result.stderr
     assert "dropped 2 repeated row(s)" in result.stderr and "50 texts (25 label 1 / 25 label 0)" in result.stderr
-    assert dest.read_bytes() == src.read_bytes()
+
+
+def test_check_run_names_the_models_whose_layers_wait_for_their_copy(monkeypatch):
+    """run_all.sh checks the layers again after the de-quantization only for the models check-run names."""
+    run = ("check-run", "--model", "gemma3-270m", "--layers", "3")
+    assert _main(*run).stdout == ""  # its copy exists (the test command sets up both models first)
+    monkeypatch.setattr(models, "copy_sizes", lambda name: None)
+    assert _main(*run).stdout == "gemma3-270m\n" and _main("check-run", "--model", "gemma3-270m").stdout == ""
 
 
 def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept, tmp_path, monkeypatch):

@@ -415,10 +415,11 @@ def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept
     """A collection killed mid-way leaves its finished batches in a partial store, never a partial entry; the
     rerun resumes from them and gives the numbers of an uninterrupted run."""
     hooks = [activations.HIDDEN.format(layer=layer) for layer in range(0, bridge.cfg.n_layers, 3)]
+    n_texts = 20  # 10 batches: the poll below (every 50 ms) sees the first one well before the last (0.2-0.3 s each)
     script = (
         f"from sparseprobe_core import models, activations as a, concepts as c\n"
         f"a.CHECKPOINT_S = 0.0\n"  # every finished batch is listed at once
-        f"b = models.load_model({model_name!r}); t = list(c.load_concept({str(small_concept)!r}).texts)\n"
+        f"b = models.load_model({model_name!r}); t = list(c.load_concept({str(small_concept)!r}).texts)[:{n_texts}]\n"
         f"a.collect(b, {model_name!r}, t, {hooks!r}, batch_size=2)\n"
     )
     proc = subprocess.Popen(
@@ -431,11 +432,11 @@ def test_interrupted_activation_run_then_rerun(bridge, model_name, small_concept
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".*.partial/done.npz")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # mid-collection: the forward pass over 25 batches takes longer
+    proc.send_signal(signal.SIGKILL)  # mid-collection: the forward pass over the 10 batches takes longer
     proc.wait()
     assert list(tmp_path.glob(".*.partial/done.npz")) and not list(tmp_path.glob("*" + activations.ENTRY_SUFFIX))
     monkeypatch.setenv("SPARSEPROBE_CACHE", str(tmp_path))
-    texts = list(concepts.load_concept(small_concept).texts)
+    texts = list(concepts.load_concept(small_concept).texts)[:n_texts]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a corrupted entry would warn before being recomputed
         got = activations.collect(bridge, model_name, texts, hooks, batch_size=2)

@@ -22,8 +22,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 from . import paths
 from .concepts import resolve
 
@@ -59,6 +57,10 @@ def code_hash(source: str) -> str:
 def notebook_source_hash(path: Path) -> str:
     """Hash of a notebook's code cells (their syntax trees; not markdown, not outputs, not papermill's
     injected parameters, which the manifest records separately)."""
+    # imported here, not with the module: every notebook kernel that keys a results-cache entry imports this
+    # module for `core_hashes`, and nbformat's import (jsonschema's format checkers) costs 2.7 s of it
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     cells = [
         code_hash(c.source)
@@ -266,6 +268,7 @@ def clean_notebook(path: Path) -> None:
     random cell ids, memory addresses, the repository's absolute path (e.g. in library warnings), and where
     the kernel happened to flush a cell's printed text (consecutive stream outputs are merged, as a reader
     sees them: nbconvert's CoalesceStreamsPreprocessor)."""
+    import nbformat
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(path, as_version=4)

@@ -2,6 +2,7 @@
 
 import functools
 import linecache
+import subprocess
 import sys
 import threading
 import warnings
@@ -9,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sparseprobe_core import parallel, results
+from sparseprobe_core import parallel, paths, results
 
 LOG = {"path": None}  # where units note each call; a unit reads this dict, which stays the same
 
@@ -303,3 +304,15 @@ def test_the_key_code_is_pinned_to_its_format():
     source = "".join(manifest.code_hash(inspect.getsource(getattr(results, n))) for n in _KEY_CODE if n != "FORMAT")
     pin = (results.FORMAT, hashlib.sha256(source.encode()).hexdigest()[:16])
     assert pin == PIN, f"the key code changed: bump results.FORMAT if keys or entries differ, then pin {pin}"
+
+
+def test_keying_a_unit_does_not_import_nbformat():
+    """Every notebook kernel keys its units by the core's code hash (`manifest.core_hashes`); reading notebooks
+    is the manifest's other job, and nbformat's import (2.7 s, jsonschema's format checkers) stays out of the
+    kernels: 8 of them in a warm paper run."""
+    code = (
+        "import sys; from sparseprobe_core import results; results.unit_key(results.function_key(len), (1,)); "
+        "assert 'nbformat' not in sys.modules, 'imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
